@@ -1,0 +1,43 @@
+# Every target installs what it needs into .venv first, so a fresh clone needs nothing but python3.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch is pinned to a release that exists as a CPU wheel here; an unpinned install pulls a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test test-all style quality bench install clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) recipes/prepare_data.py --config recipes/prepare_data.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q tests
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q tests
+
+style: $(STAMP)
+	$(VENV)/bin/ruff format density_rlhf recipes tests benchmarks
+	$(VENV)/bin/ruff check --fix density_rlhf recipes tests benchmarks
+
+quality: $(STAMP)
+	$(VENV)/bin/ruff check density_rlhf recipes tests benchmarks
+	$(VENV)/bin/ruff format --check density_rlhf recipes tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_density.py
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

@@ -1,0 +1,33 @@
+"""density_rlhf: density-aware sampling for reward-model and GRPO training with TRL.
+
+Heavy dependencies (FAISS, sentence-transformers, the trainers) are imported lazily, so
+`from density_rlhf import DensitySampler` only pulls in torch and numpy.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .utils import normalize_text, prompt_id
+
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "DensitySampler": "density_rlhf.sampler",
+    "DensityRepeatSampler": "density_rlhf.sampler",
+    "DensityIndex": "density_rlhf.index",
+}
+
+__all__ = ["DensityIndex", "DensityRepeatSampler", "DensitySampler", "__version__", "normalize_text", "prompt_id"]
+
+if TYPE_CHECKING:
+    from .index import DensityIndex
+    from .sampler import DensityRepeatSampler, DensitySampler
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'density_rlhf' has no attribute {name!r}")

@@ -1,0 +1,28 @@
+import os
+from pathlib import Path
+
+import pytest
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+HH_SAMPLE = SHARED / "data" / "hh_rlhf_harmless_sample.jsonl.gz"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def hh_sample() -> Path:
+    if not HH_SAMPLE.exists():
+        pytest.skip(f"{HH_SAMPLE} is absent (needs ../shared next to the repo)")
+    return HH_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    from density_rlhf.data import make_synthetic_world
+
+    return make_synthetic_world(0, n_train_pairs=600, n_test_pairs_per_topic=10)
