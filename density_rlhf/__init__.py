@@ -16,12 +16,24 @@ _LAZY = {
     "DensitySampler": "density_rlhf.sampler",
     "DensityRepeatSampler": "density_rlhf.sampler",
     "DensityIndex": "density_rlhf.index",
+    "DensityRewardConfig": "density_rlhf.reward_trainer",
+    "DensityRewardTrainer": "density_rlhf.reward_trainer",
 }
 
-__all__ = ["DensityIndex", "DensityRepeatSampler", "DensitySampler", "__version__", "normalize_text", "prompt_id"]
+__all__ = [
+    "DensityIndex",
+    "DensityRepeatSampler",
+    "DensityRewardConfig",
+    "DensityRewardTrainer",
+    "DensitySampler",
+    "__version__",
+    "normalize_text",
+    "prompt_id",
+]
 
 if TYPE_CHECKING:
     from .index import DensityIndex
+    from .reward_trainer import DensityRewardConfig, DensityRewardTrainer
     from .sampler import DensityRepeatSampler, DensitySampler
 
 

@@ -1,0 +1,192 @@
+"""Density-stage benchmarks. Not a test: it prints ratios against baselines measured in the same run.
+
+    python benchmarks/bench_density.py                  # all sections, the sizes of benchmarks/README.md
+    python benchmarks/bench_density.py --sections knn --sizes 10000
+
+Sections:
+- knn:       exact FAISS vs sklearn NearestNeighbors (brute force) on the same embeddings.
+- approx:    HNSW (the `auto` index above `exact_max_size`) vs exact FAISS on clustered embeddings: speed-up,
+             recall@k and Spearman correlation of the density weights.
+- mapping:   `map_prompt_weights` on 3e7 pairs vs the seeds' dict-per-pair loop (timed on a slice, per-row rate).
+- embedding: `embed_prompts` vs a raw sentence-transformers `encode` with the same model and batch size.
+"""
+
+import argparse
+import gc
+import hashlib
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import psutil
+
+
+class PeakRSS:
+    """Peak resident memory above the starting point, polled every 5 ms in a thread."""
+
+    def __init__(self):
+        self.process = psutil.Process()
+        self.peak = 0
+
+    def __enter__(self):
+        gc.collect()
+        self.base = self.process.memory_info().rss
+        self.peak = self.base
+        self.running = True
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def _poll(self):
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+@contextmanager
+def timed(results: dict, key: str):
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        yield
+        results[key] = time.perf_counter() - start
+    results[key + "_mib"] = mem.mib
+
+
+def clustered_embeddings(n: int, d: int = 384, n_clusters: int | None = None, seed: int = 0) -> np.ndarray:
+    """Unit vectors in Zipf-sized clusters, each spread over its own low-rank subspace like sentence embeddings."""
+    rng = np.random.default_rng(seed)
+    n_clusters = n_clusters or max(10, n // 100)
+    sizes = np.arange(1, n_clusters + 1, dtype=float) ** -1.1
+    labels = rng.choice(n_clusters, size=n, p=sizes / sizes.sum())
+    centers = rng.normal(size=(n_clusters, d)).astype(np.float32)
+    bases = rng.normal(size=(n_clusters, 16, d)).astype(np.float32) / np.sqrt(d)
+    coeffs = rng.normal(size=(n, 16)).astype(np.float32)
+    x = centers[labels] * 0.25 + np.einsum("nr,nrd->nd", coeffs, bases[labels]) * 1.6
+    x += 0.05 * rng.normal(size=(n, d)).astype(np.float32)
+    return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True))
+
+
+def bench_knn(sizes, k=10):
+    from sklearn.neighbors import NearestNeighbors
+
+    from density_rlhf.index import knn_search, make_faiss_index
+
+    for n in sizes:
+        x = clustered_embeddings(n)
+        r = {}
+        with timed(r, "faiss"):
+            knn_search(make_faiss_index(x, index_type="flat"), x, k)
+        with timed(r, "sklearn"):
+            NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x).kneighbors(x)
+        print(
+            f"knn      N={n:>7} d=384  faiss-flat {r['faiss']:7.1f}s ({r['faiss_mib']:6.0f} MiB)  "
+            f"sklearn {r['sklearn']:7.1f}s ({r['sklearn_mib']:6.0f} MiB)  speed-up {r['sklearn'] / r['faiss']:.2f}x"
+        )
+
+
+def bench_approx(sizes, k=10):
+    from scipy.stats import spearmanr
+
+    from density_rlhf.index import density_weights, knn_search, log_density, make_faiss_index
+
+    for n in sizes:
+        x = clustered_embeddings(n, seed=1)
+        r = {}
+        with timed(r, "exact"):
+            d_exact, i_exact = knn_search(make_faiss_index(x, index_type="flat"), x, k)
+        with timed(r, "hnsw"):
+            d_hnsw, i_hnsw = knn_search(make_faiss_index(x, index_type="hnsw"), x, k)
+        recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(i_exact, i_hnsw)])
+        w_exact = density_weights(log_density(d_exact))
+        w_hnsw = density_weights(log_density(d_hnsw))
+        rho = spearmanr(w_exact, w_hnsw).statistic
+        print(
+            f"approx   N={n:>7} d=384  exact {r['exact']:7.1f}s  hnsw32 {r['hnsw']:6.1f}s ({r['hnsw_mib']:5.0f} MiB)  "
+            f"speed-up {r['exact'] / r['hnsw']:.1f}x  recall@{k} {recall:.3f}  weight Spearman {rho:.4f}"
+        )
+
+
+def bench_mapping(n_pairs: int, n_prompts: int = 1_000_000, loop_rows: int = 3_000_000):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from density_rlhf.sampler import map_prompt_weights
+
+    rng = np.random.default_rng(0)
+    ids = [hashlib.md5(str(i).encode()).hexdigest()[:16] for i in range(n_prompts)]
+    weights = rng.uniform(size=n_prompts)
+    weights /= weights.sum()
+    rows = pc.take(pa.array(ids), pa.array(rng.integers(0, n_prompts, size=n_pairs)))
+    r = {}
+    with timed(r, "vectorized"):
+        row_weights, _ = map_prompt_weights(rows, ids, weights)
+    # The seeds' loop: dict prompt_id -> index, then one lookup per pair.
+    sample = rows.slice(0, loop_rows).to_pylist()
+    with timed(r, "loop"):
+        lookup = {pid: i for i, pid in enumerate(ids)}
+        looped = np.empty(len(sample))
+        for j, pid in enumerate(sample):
+            looped[j] = weights[lookup[pid]]
+    np.testing.assert_array_equal(looped, row_weights[:loop_rows])
+    loop_rate = loop_rows / r["loop"]
+    vec_rate = n_pairs / r["vectorized"]
+    print(
+        f"mapping  pairs={n_pairs:.0e} prompts={n_prompts:.0e}  vectorized {r['vectorized']:6.1f}s "
+        f"(peak +{r['vectorized_mib']:.0f} MiB)  dict loop {loop_rate / 1e6:.2f} M rows/s on {loop_rows:.0e} rows "
+        f"(~{n_pairs / loop_rate:.0f}s for all)  speed-up {vec_rate / loop_rate:.1f}x"
+    )
+
+
+def bench_embedding(n_prompts: int = 2000, repeats: int = 3):
+    from sentence_transformers import SentenceTransformer
+
+    from density_rlhf.data import make_synthetic_world
+    from density_rlhf.index import embed_prompts, resolve_embedder
+
+    world = make_synthetic_world(0, n_train_pairs=max(n_prompts, 600))
+    prompts = (list(world["train"]["prompt"]) + list(world["train"]["chosen"]))[:n_prompts]
+    model = SentenceTransformer(resolve_embedder(None), device="cpu")
+    ours, raw = [], []
+    for _ in range(repeats):  # interleaved, so drift hits both equally
+        start = time.perf_counter()
+        model.encode(prompts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        raw.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        embed_prompts(prompts, model, batch_size=64, show_progress=False)
+        ours.append(time.perf_counter() - start)
+    raw_rate, our_rate = n_prompts / np.median(raw), n_prompts / np.median(ours)
+    print(
+        f"embed    prompts={n_prompts}  raw encode {raw_rate:6.0f}/s  embed_prompts {our_rate:6.0f}/s  "
+        f"ratio {our_rate / raw_rate:.3f}"
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", nargs="+", default=["knn", "approx", "mapping", "embedding"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000])
+    parser.add_argument("--approx-sizes", nargs="+", type=int, default=[100_000])
+    parser.add_argument("--pairs", type=int, default=30_000_000)
+    args = parser.parse_args()
+    if "knn" in args.sections:
+        bench_knn(args.sizes)
+    if "approx" in args.sections:
+        bench_approx(args.approx_sizes)
+    if "mapping" in args.sections:
+        bench_mapping(args.pairs)
+    if "embedding" in args.sections:
+        bench_embedding()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""`DensityRewardTrainer`: TRL's `RewardTrainer` with density-weighted sampling and per-bucket evaluation."""
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Sampler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from trl import RewardConfig, RewardTrainer
+
+from .index import BUCKETS
+from .sampler import DensitySampler
+from .trainer_utils import (
+    BUCKET_COLUMN,
+    DensityConfigMixin,
+    GroupLabelCollator,
+    add_bucket_column,
+    density_card_section,
+    group_columns,
+    group_metric_prefix,
+    group_vocab,
+    load_density_index,
+    load_sampler_state,
+    pop_group_labels,
+    require_density_source,
+    save_sampler_state,
+)
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DensityRewardConfig(DensityConfigMixin, RewardConfig):
+    r"""
+    Configuration for [`DensityRewardTrainer`]: every [`~trl.RewardConfig`] field plus the density fields below.
+
+    Parameters:
+        hypothesis (`str` or `None`, *optional*):
+            Experiment label (`A`, `B`, `C` or `D`), written into the model card.
+        density_sampling (`bool`, *optional*, defaults to `False`):
+            Draw training pairs with probability ∝ density^-alpha of their prompt (Hypotheses B and D).
+        density_index_path (`str` or `None`, *optional*):
+            Saved [`DensityIndex`]. With sampling off it is still used to log per-bucket metrics.
+        density_alpha, density_estimator, density_max_weight_ratio, density_uniform_mix (*optional*):
+            Override the index's weighting; `None` keeps what the index was built with.
+        density_pair_weighting (`str`, *optional*, defaults to `"per_pair"`):
+            `per_pair` (every pair gets its prompt's weight) or `per_prompt` (split across the prompt's pairs).
+        density_missing (`str`, *optional*, defaults to `"error"`):
+            Pairs whose prompt id is not in the index: `error` or `uniform` (mean weight, counted).
+        prompt_id_column (`str`, *optional*, defaults to `"prompt_id"`):
+            Column with `density_rlhf.prompt_id(prompt)`.
+        density_bucket_column (`str` or `None`, *optional*):
+            Use this column as the rare/mid/common bucket instead of the index's.
+        density_bucket_quantiles (`list[float]` or `None`, *optional*):
+            Override the density quantiles separating rare / mid / common.
+        eval_group_columns (`list[str]` or `None`, *optional*):
+            Columns to report evaluation metrics by besides the bucket; default `topic` and `is_rare` when present.
+    """
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._validate_density_fields()
+
+
+class DensityRewardTrainer(RewardTrainer):
+    """[`~trl.RewardTrainer`] that samples pairs by prompt density and reports metrics per density bucket.
+
+    With `density_sampling=False` and no `density_sampler`, training is exactly `RewardTrainer`'s (same sampler, same
+    losses); the index, if given, only adds `density/rare_frac` and per-bucket evaluation metrics.
+
+    Args:
+        model: as for [`~trl.RewardTrainer`].
+        args ([`DensityRewardConfig`], *optional*): configuration.
+        density_index ([`DensityIndex`], *optional*): overrides `args.density_index_path`.
+        density_sampler (`torch.utils.data.Sampler`, *optional*): any sampler over the training rows; takes
+            precedence over the index (this is how other projects plug in their own weighting).
+        **kwargs: every other [`~trl.RewardTrainer`] argument.
+    """
+
+    _tag_names = ["trl", "reward-trainer", "density-rlhf"]
+    _name = "Density Reward"
+
+    def __init__(
+        self,
+        model,
+        args: DensityRewardConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        *,
+        density_index=None,
+        density_sampler: Sampler | None = None,
+        **kwargs,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = DensityRewardConfig(f"{str(name).split('/')[-1]}-DensityReward")
+        if not isinstance(args, DensityConfigMixin):
+            raise TypeError(f"args must be a DensityRewardConfig, got {type(args).__name__}.")
+        self.density_index = load_density_index(args, density_index)
+        require_density_source(args, self.density_index, density_sampler)
+        self._user_sampler = density_sampler
+        self._active_sampler = None
+        self._resume_checkpoint: str | None = None
+        self._eval_counts: Counter = Counter()
+        self._last_bucket_eval: dict[str, dict[str, float]] = {}
+        train_dataset = add_bucket_column(train_dataset, self.density_index, args, "train")
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {
+                k: add_bucket_column(v, self.density_index, args, f"eval[{k}]") for k, v in eval_dataset.items()
+            }
+        else:
+            eval_dataset = add_bucket_column(eval_dataset, self.density_index, args, "eval")
+        eval_sets = list(eval_dataset.values()) if isinstance(eval_dataset, dict) else [eval_dataset]
+        self._group_columns = group_columns(args, eval_sets[0] if eval_sets[0] is not None else train_dataset)
+        if (
+            train_dataset is not None
+            and BUCKET_COLUMN in train_dataset.column_names
+            and BUCKET_COLUMN not in self._group_columns
+        ):
+            self._group_columns.insert(0, BUCKET_COLUMN)
+        super().__init__(model, args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
+        self._group_vocab = group_vocab(self._group_columns, train_dataset, *eval_sets)
+        if self._group_columns:
+            self.data_collator = GroupLabelCollator(self.data_collator, self._group_vocab)
+
+    # --- sampling -------------------------------------------------------------------------------------------------
+    def _get_train_sampler(self, dataset=None) -> Sampler | None:
+        if self._user_sampler is None and not self.args.density_sampling:
+            return super()._get_train_sampler(dataset)
+        sampler = self._user_sampler
+        if sampler is None:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            sampler = DensitySampler.from_index(
+                self.density_index, self.train_dataset, self.args.prompt_id_column, self.args.density_pair_weighting,
+                missing=self.args.density_missing, seed=seed,
+            )  # fmt: skip
+        elif isinstance(sampler, DensitySampler) and len(sampler.weights) != len(self.train_dataset):
+            raise ValueError(
+                f"density_sampler has {len(sampler.weights)} weights but the processed train dataset has "
+                f"{len(self.train_dataset)} rows (`max_length` drops over-long pairs); build the sampler on "
+                "`trainer.train_dataset`."
+            )
+        load_sampler_state(sampler, self._resume_checkpoint)
+        self._active_sampler = sampler
+        return sampler
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        self._resume_checkpoint = checkpoint if isinstance(checkpoint, str) else None
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self._active_sampler is not None and self.args.should_save:
+            run_dir = self._get_output_dir(trial=trial)
+            save_sampler_state(
+                self._active_sampler, os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            )
+
+    # --- metrics --------------------------------------------------------------------------------------------------
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *self._group_columns]))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        groups = pop_group_labels(inputs)
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if groups:
+            self._log_groups(outputs.logits.detach(), groups)
+        return (loss, outputs) if return_outputs else loss
+
+    def _log_groups(self, logits: torch.Tensor, groups: dict[str, torch.Tensor]) -> None:
+        mode = "train" if self.model.training else "eval"
+        chosen, rejected = torch.chunk(logits.squeeze(-1).float(), chunks=2)
+        correct = self.accelerator.gather_for_metrics((chosen > rejected).float())
+        losses = self.accelerator.gather_for_metrics(-F.logsigmoid(chosen - rejected))
+        groups = {col: self.accelerator.gather_for_metrics(codes.to(logits.device)) for col, codes in groups.items()}
+        if mode == "train":
+            if BUCKET_COLUMN in groups:
+                rare = (
+                    self._group_vocab[BUCKET_COLUMN].index("rare")
+                    if "rare" in self._group_vocab[BUCKET_COLUMN]
+                    else -2
+                )
+                self._metrics[mode]["density/rare_frac"].extend((groups[BUCKET_COLUMN] == rare).float().tolist())
+            if self._active_sampler is not None and hasattr(self._active_sampler, "summary"):
+                self._metrics[mode]["density/ess"] = [self._active_sampler.summary()["ess"]]
+            return
+        for col, codes in groups.items():
+            for code, value in enumerate(self._group_vocab[col]):
+                mask = codes == code
+                if not mask.any():
+                    continue
+                prefix = group_metric_prefix(col, value)
+                self._metrics[mode][f"{prefix}_accuracy"].extend(correct[mask].tolist())
+                self._metrics[mode][f"{prefix}_loss"].extend(losses[mask].tolist())
+                if col == BUCKET_COLUMN:
+                    self._eval_counts[value] += int(mask.sum())
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        self._eval_counts = Counter()
+        metrics = super().evaluate(
+            eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
+        )
+        table = {}
+        for bucket in BUCKETS:
+            if f"{metric_key_prefix}_{bucket}_accuracy" in metrics:
+                table[bucket] = {
+                    "accuracy": metrics[f"{metric_key_prefix}_{bucket}_accuracy"],
+                    "loss": metrics[f"{metric_key_prefix}_{bucket}_loss"],
+                    "count": self._eval_counts[bucket],
+                }
+        if table:
+            self._last_bucket_eval = table
+        return metrics
+
+    # --- model card -----------------------------------------------------------------------------------------------
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags: Any = None):
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        path = os.path.join(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or not os.path.exists(path):
+            return
+        sources = sorted(set(self.train_dataset.unique("src"))) if "src" in self.train_dataset.column_names else []
+        section = density_card_section(
+            self.args, self.density_index, self._active_sampler, sources, self._last_bucket_eval
+        )
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(section)

@@ -1,0 +1,295 @@
+"""Samplers that draw dataset rows with probability proportional to a per-row weight.
+
+Both samplers are pure functions of `(seed, epoch)`: every rank builds the same sequence, so accelerate's batch
+sharding hands the ranks disjoint slices of one global draw, and a resumed run that skips the first batches of an
+epoch sees exactly the batches an uninterrupted run would have seen.
+"""
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+
+if TYPE_CHECKING:
+    from .index import DensityIndex
+
+logger = logging.getLogger(__name__)
+
+PAIR_WEIGHTINGS = ("per_pair", "per_prompt")
+MISSING_POLICIES = ("error", "uniform")
+
+
+def validate_weights(weights: Any) -> np.ndarray:
+    """Float64 copy of `weights` normalized to sum to 1; `ValueError` for NaN, infinite, negative or all-zero."""
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.size == 0:
+        raise ValueError("weights are empty: the dataset has no rows to sample.")
+    if not np.isfinite(w).all():
+        bad = np.flatnonzero(~np.isfinite(w))
+        raise ValueError(f"weights contain {bad.size} NaN or infinite values (first at rows {bad[:5].tolist()}).")
+    if (w < 0).any():
+        bad = np.flatnonzero(w < 0)
+        raise ValueError(f"weights contain {bad.size} negative values (first at rows {bad[:5].tolist()}).")
+    total = w.sum()
+    if total <= 0:
+        raise ValueError("weights are all zero: nothing can be sampled.")
+    return w / total
+
+
+def _weights_fingerprint(w: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(w, dtype=np.float64).tobytes()).hexdigest()[:16]
+
+
+def map_prompt_weights(
+    row_prompt_ids: Any,
+    index_prompt_ids: Sequence[str],
+    index_weights: np.ndarray,
+    *,
+    pair_weighting: str = "per_pair",
+    missing: str = "error",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row weights from per-prompt weights, vectorized with Arrow (no Python loop over rows).
+
+    Args:
+        row_prompt_ids: the dataset's prompt id column (Arrow array, list or numpy array of str).
+        index_prompt_ids / index_weights: the index's prompt ids and weights.
+        pair_weighting: `per_pair` gives every pair its prompt's weight (the seeds' rule); `per_prompt` splits a
+            prompt's weight evenly across its pairs, so a prompt's total mass does not grow with its pair count.
+        missing: `error` raises for rows whose prompt id is not in the index; `uniform` gives them the mean prompt
+            weight and counts them.
+
+    Returns:
+        `(row_weights, prompt_index)`, with `prompt_index[i] = -1` for rows not found in the index.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pair_weighting not in PAIR_WEIGHTINGS:
+        raise ValueError(f"pair_weighting must be one of {PAIR_WEIGHTINGS}, got {pair_weighting!r}.")
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}.")
+    index_weights = np.asarray(index_weights, dtype=np.float64)
+    if len(index_prompt_ids) != len(index_weights):
+        raise ValueError("index prompt ids and weights have different lengths.")
+    rows = row_prompt_ids if isinstance(row_prompt_ids, (pa.Array, pa.ChunkedArray)) else pa.array(row_prompt_ids)
+    positions = pc.index_in(rows, value_set=pa.array(list(index_prompt_ids), type=rows.type))
+    prompt_index = np.asarray(pc.fill_null(positions, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    found = prompt_index >= 0
+    n_missing = int((~found).sum())
+    if n_missing and missing == "error":
+        examples = pc.filter(rows, pa.array(~found)).slice(0, 3).to_pylist()
+        raise ValueError(
+            f"{n_missing} of {len(prompt_index)} rows have a prompt id missing from the density index "
+            f"(e.g. {examples}). Rebuild the index on this dataset, or pass missing='uniform' to give them the mean "
+            "prompt weight."
+        )
+    row_weights = np.where(found, index_weights[np.maximum(prompt_index, 0)], index_weights.mean())
+    if pair_weighting == "per_prompt":
+        counts = np.bincount(prompt_index[found], minlength=len(index_weights))
+        row_weights[found] /= counts[prompt_index[found]]
+    if n_missing:
+        logger.warning("%d rows have no prompt id in the density index; they get the mean prompt weight", n_missing)
+    return row_weights, prompt_index
+
+
+class DensitySampler(Sampler[int]):
+    """Draws `num_samples` row indices per epoch, with replacement, with probability ∝ `weights`.
+
+    Args:
+        weights: one non-negative weight per dataset row (normalized internally).
+        num_samples: draws per epoch; defaults to the number of rows.
+        seed: the draw of epoch e is a pure function of `(seed, e)`.
+
+    Example:
+    ```python
+    >>> sampler = DensitySampler.from_index(DensityIndex.load("outputs/density"), train_dataset)
+    >>> loader = DataLoader(train_dataset, batch_size=8, sampler=sampler)
+    ```
+    """
+
+    def __init__(self, weights: Any, num_samples: int | None = None, seed: int = 0, *, log_summary: bool = True):
+        self.weights = validate_weights(weights)
+        self.num_samples = len(self.weights) if num_samples is None else int(num_samples)
+        if self.num_samples <= 0:
+            raise ValueError(f"num_samples must be positive, got {num_samples}.")
+        self.seed = int(seed)
+        self.epoch = 0
+        self.num_missing = 0
+        self.row_buckets: np.ndarray | None = None  # per-row bucket names, set by `from_index`
+        if log_summary:
+            self._log_checklist()
+
+    @classmethod
+    def from_index(
+        cls,
+        index: "DensityIndex",
+        dataset: Any,
+        prompt_id_column: str = "prompt_id",
+        pair_weighting: str = "per_pair",
+        *,
+        missing: str = "error",
+        num_samples: int | None = None,
+        seed: int = 0,
+    ) -> "DensitySampler":
+        """Sampler over `dataset` rows weighted by their prompt's weight in `index` (see `map_prompt_weights`)."""
+        row_ids = _prompt_id_column(dataset, prompt_id_column)
+        weights, prompt_index = map_prompt_weights(
+            row_ids, index.prompt_ids, index.weights, pair_weighting=pair_weighting, missing=missing
+        )
+        sampler = cls(weights, num_samples=num_samples, seed=seed, log_summary=False)
+        sampler.num_missing = int((prompt_index < 0).sum())
+        buckets = np.asarray(index.buckets + ["unknown"], dtype=object)
+        sampler.row_buckets = buckets[np.where(prompt_index >= 0, prompt_index, len(index.buckets))]
+        sampler._log_checklist()
+        return sampler
+
+    def summary(self) -> dict[str, Any]:
+        w = self.weights
+        n = len(w)
+        return {
+            "rows": n, "rows_assigned": n - self.num_missing, "min_weight": float(w.min()),
+            "max_weight": float(w.max()), "ratio": float(w.max() / w.min()) if w.min() > 0 else float("inf"),
+            "ess": float(1.0 / np.square(w).sum()),
+        }  # fmt: skip
+
+    def _log_checklist(self) -> None:
+        s = self.summary()
+        logger.info(
+            "Density sampling: pairs assigned %d/%d, min weight %.3g, max weight %.3g, ratio %.3g, ESS %.1f (%.1f%%)",
+            s["rows_assigned"], s["rows"], s["min_weight"], s["max_weight"], s["ratio"], s["ess"],
+            100 * s["ess"] / s["rows"],
+        )  # fmt: skip
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _rng(self) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch])
+
+    def __iter__(self) -> Iterator[int]:
+        draws = self._rng().choice(len(self.weights), size=self.num_samples, replace=True, p=self.weights)
+        return iter(draws.tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serializable state: with it a resumed run replays the identical order."""
+        return {
+            "seed": self.seed, "epoch": self.epoch, "num_samples": self.num_samples, "num_rows": len(self.weights),
+            "weights_sha256": _weights_fingerprint(self.weights),
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `seed` and `epoch`; `ValueError` if the state belongs to another dataset or weighting."""
+        if state["num_rows"] != len(self.weights) or state["weights_sha256"] != _weights_fingerprint(self.weights):
+            raise ValueError(
+                f"sampler state was saved for {state['num_rows']} rows with weights {state['weights_sha256']}, but this "
+                f"sampler has {len(self.weights)} rows with weights {_weights_fingerprint(self.weights)}: the dataset or "
+                "the density index changed since the checkpoint."
+            )
+        self.seed, self.epoch, self.num_samples = int(state["seed"]), int(state["epoch"]), int(state["num_samples"])
+
+
+def _prompt_id_column(dataset: Any, column: str):
+    if hasattr(dataset, "column_names"):
+        if column not in dataset.column_names:
+            raise ValueError(
+                f"dataset has no {column!r} column (columns: {dataset.column_names}); add it with "
+                "`dataset.map(lambda x: {'prompt_id': density_rlhf.prompt_id(x['prompt'])})`."
+            )
+        if hasattr(dataset, "data") and hasattr(dataset, "_indices"):  # a map-style `datasets.Dataset`
+            table = dataset.flatten_indices() if dataset._indices is not None else dataset
+            return table.data.column(column)
+        return dataset[column]
+    return list(dataset)
+
+
+class DensityRepeatSampler(DensitySampler):
+    """GRPO variant: TRL `RepeatSampler`'s contract, with unique prompts drawn by density weight.
+
+    Each chunk of `batch_size` prompts is drawn by weight, then every prompt is repeated `mini_repeat_count` times
+    (the generations of one group) and every chunk `repeat_count` times (reuse across iterations). With
+    `replacement=False` and uniform weights the order is exactly `RepeatSampler(..., shuffle=True, seed=seed)`'s.
+
+    Args:
+        weights: one weight per dataset row.
+        mini_repeat_count: repeats of each index in a row (TRL: `num_generations`).
+        batch_size: unique indices per chunk (TRL: `generation_batch_size // num_generations`).
+        repeat_count: repeats of each chunk (TRL: `num_iterations * steps_per_generation`).
+        seed: draws are a pure function of `(seed, epoch)`.
+        replacement: draw rows with replacement (the default), or a weighted permutation without.
+        num_samples: unique rows drawn per epoch; defaults to the number of rows.
+    """
+
+    def __init__(
+        self,
+        weights: Any,
+        mini_repeat_count: int,
+        batch_size: int = 1,
+        repeat_count: int = 1,
+        seed: int = 0,
+        replacement: bool = True,
+        num_samples: int | None = None,
+        *,
+        log_summary: bool = True,
+    ):
+        super().__init__(weights, num_samples=num_samples, seed=seed, log_summary=log_summary)
+        for name, value in (
+            ("mini_repeat_count", mini_repeat_count),
+            ("batch_size", batch_size),
+            ("repeat_count", repeat_count),
+        ):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}.")
+        if not replacement and self.num_samples > len(self.weights):
+            raise ValueError("num_samples cannot exceed the number of rows when replacement=False.")
+        self.mini_repeat_count = int(mini_repeat_count)
+        self.batch_size = int(batch_size)
+        self.repeat_count = int(repeat_count)
+        self.replacement = replacement
+
+    @classmethod
+    def from_index(cls, index: "DensityIndex", dataset: Any, prompt_id_column: str = "prompt_id",
+                   pair_weighting: str = "per_pair", *, missing: str = "error", seed: int = 0, **kwargs):  # fmt: skip
+        base = DensitySampler.from_index(
+            index, dataset, prompt_id_column, pair_weighting, missing=missing, seed=seed,
+            num_samples=kwargs.pop("num_samples", None),
+        )  # fmt: skip
+        sampler = cls(base.weights, seed=seed, num_samples=base.num_samples, log_summary=False, **kwargs)
+        sampler.num_missing, sampler.row_buckets = base.num_missing, base.row_buckets
+        return sampler
+
+    def _draw(self) -> list[int]:
+        n = len(self.weights)
+        if self.replacement:
+            return self._rng().choice(n, size=self.num_samples, replace=True, p=self.weights).tolist()
+        if np.allclose(self.weights, self.weights[0]):
+            # Uniform without replacement is a uniform permutation: draw it exactly as TRL's RepeatSampler does.
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + self.epoch)
+            return torch.randperm(n, generator=generator).tolist()[: self.num_samples]
+        # Weighted permutation (Efraimidis-Spirakis): sort keys u^(1/w); zero-weight rows come last.
+        u = self._rng().random(n)
+        with np.errstate(divide="ignore"):
+            keys = np.where(self.weights > 0, np.log(u) / self.weights, -np.inf)
+        return np.argsort(-keys, kind="stable")[: self.num_samples].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        indexes = self._draw()
+        chunks = [indexes[i : i + self.batch_size] for i in range(0, len(indexes), self.batch_size)]
+        for chunk in chunks:
+            if len(chunk) < self.batch_size:
+                continue
+            for _ in range(self.repeat_count):
+                for index in chunk:
+                    yield from [index] * self.mini_repeat_count
+
+    def __len__(self) -> int:
+        return (self.num_samples // self.batch_size) * self.batch_size * self.mini_repeat_count * self.repeat_count

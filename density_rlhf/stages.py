@@ -1,0 +1,126 @@
+"""Pipeline stages shared by the recipes: building (or finding) the prepared data and the density index."""
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from datasets import DatasetDict, load_from_disk
+
+from .data.prepare import PrepareDataArguments, prepare_data
+from .data.prompts import prompt_table
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildDensityArguments:
+    r"""
+    Arguments of the density stage (`recipes/build_density.py`).
+
+    Parameters:
+        data_dir (`str`, *optional*, defaults to `"outputs/data"`):
+            Output of the data stage; built with the synthetic defaults when missing.
+        density_dir (`str`, *optional*, defaults to `"outputs/density"`):
+            Where the `DensityIndex` is saved.
+        split (`str`, *optional*, defaults to `"train"`):
+            Split whose unique prompts are indexed.
+        embedder (`str` or `None`, *optional*):
+            sentence-transformers model name or path; default the offline all-MiniLM-L6-v2.
+        k (`int`, *optional*, defaults to `10`):
+            Neighbours per prompt.
+        alpha (`float`, *optional*, defaults to `1.0`):
+            Weights ∝ density^-alpha.
+        estimator (`str`, *optional*, defaults to `"intrinsic"`):
+            `intrinsic`, `mean_distance` or `kth_distance` (see `density_rlhf.index`).
+        max_weight_ratio (`float` or `None`, *optional*):
+            Clip weights to this max/min ratio.
+        uniform_mix (`float`, *optional*, defaults to `0.0`):
+            Mix weights with uniform.
+        bucket_quantiles (`list[float]`, *optional*, defaults to `[0.2, 0.8]`):
+            Density quantiles separating rare / mid / common.
+        index_type (`str`, *optional*, defaults to `"auto"`):
+            `auto`, `flat`, `hnsw` or `ivf`.
+        exact_max_size (`int`, *optional*, defaults to `50000`):
+            `auto` uses the exact index up to this many prompts.
+        hnsw_m / hnsw_ef_search / ivf_nprobe (`int`, *optional*):
+            Approximate index parameters.
+        use_gpu (`bool` or `None`, *optional*):
+            Use faiss-gpu; `None` uses it when GPUs are visible.
+        embed_batch_size (`int`, *optional*, defaults to `64`):
+            Embedding batch size.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the IVF clustering.
+        push_to_hub (`bool`, *optional*, defaults to `False`) and hub_dataset_id (`str` or `None`):
+            Upload the index as a dataset repo (token from the `HF_TOKEN` environment variable).
+    """
+
+    data_dir: str = field(default="outputs/data", metadata={"help": "Output directory of the data stage."})
+    density_dir: str = field(default="outputs/density", metadata={"help": "Where the density index is saved."})
+    split: str = field(default="train", metadata={"help": "Split whose prompts are indexed."})
+    embedder: str | None = field(default=None, metadata={"help": "sentence-transformers model name or path."})
+    k: int = field(default=10, metadata={"help": "Neighbours per prompt."})
+    alpha: float = field(default=1.0, metadata={"help": "Weights are proportional to density^-alpha."})
+    estimator: str = field(default="intrinsic", metadata={"help": "intrinsic, mean_distance or kth_distance."})
+    max_weight_ratio: float | None = field(default=None, metadata={"help": "Clip weights to this max/min ratio."})
+    uniform_mix: float = field(default=0.0, metadata={"help": "Mix the weights with uniform by this fraction."})
+    bucket_quantiles: list[float] = field(
+        default_factory=lambda: [0.2, 0.8], metadata={"help": "Density quantiles separating rare/mid/common."}
+    )
+    index_type: str = field(default="auto", metadata={"help": "auto, flat, hnsw or ivf."})
+    exact_max_size: int = field(default=50_000, metadata={"help": "`auto` is exact up to this many prompts."})
+    hnsw_m: int = field(default=32, metadata={"help": "HNSW graph degree."})
+    hnsw_ef_search: int = field(default=96, metadata={"help": "HNSW search breadth."})
+    ivf_nprobe: int = field(default=16, metadata={"help": "IVF lists probed per query."})
+    use_gpu: bool | None = field(default=None, metadata={"help": "Use faiss-gpu (default: when GPUs are visible)."})
+    embed_batch_size: int = field(default=64, metadata={"help": "Embedding batch size."})
+    seed: int = field(default=0, metadata={"help": "Seed of the IVF clustering."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the index as a Hub dataset repo."})
+    hub_dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset repo id for `push_to_hub`."})
+
+    def __post_init__(self):
+        if len(self.bucket_quantiles) != 2:
+            raise ValueError(f"bucket_quantiles needs two values (low, high), got {self.bucket_quantiles}.")
+        if self.push_to_hub and not self.hub_dataset_id:
+            raise ValueError("push_to_hub=True needs hub_dataset_id, e.g. `--hub_dataset_id user/density-index`.")
+
+
+def ensure_data(data_dir: str | Path, seed: int = 0) -> DatasetDict:
+    """Load the prepared dataset from `data_dir`, building the synthetic default there if it is missing."""
+    dataset_dir = Path(data_dir) / "dataset"
+    if not dataset_dir.exists():
+        logger.warning("no prepared data in %s: building the embedded synthetic world there first", data_dir)
+        prepare_data(PrepareDataArguments(output_dir=str(data_dir), seed=seed))
+    return load_from_disk(str(dataset_dir))
+
+
+def build_density(args: BuildDensityArguments):
+    """Index the unique prompts of `args.split`, save the index to `args.density_dir` and return it."""
+    from .index import DensityIndex
+
+    data = ensure_data(args.data_dir, args.seed)
+    table = prompt_table(data[args.split])
+    index = DensityIndex.build(
+        [row["prompt"] for row in table], [row["id"] for row in table], embedder=args.embedder, k=args.k,
+        alpha=args.alpha, estimator=args.estimator, max_weight_ratio=args.max_weight_ratio,
+        uniform_mix=args.uniform_mix, bucket_quantiles=tuple(args.bucket_quantiles), index_type=args.index_type,
+        exact_max_size=args.exact_max_size, hnsw_m=args.hnsw_m, hnsw_ef_search=args.hnsw_ef_search,
+        ivf_nprobe=args.ivf_nprobe, use_gpu=args.use_gpu, batch_size=args.embed_batch_size, seed=args.seed,
+    )  # fmt: skip
+    index.save(args.density_dir)
+    (Path(args.density_dir) / "build_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
+    logger.info("density index saved to %s: %s", args.density_dir, json.dumps(index.summary()))
+    if args.push_to_hub:
+        logger.info("pushed to %s", index.push_to_hub(args.hub_dataset_id))
+    return index
+
+
+def ensure_density(density_dir: str | Path, data_dir: str | Path, seed: int = 0):
+    """Load the index in `density_dir`, building it with the defaults when it is missing."""
+    from .index import DensityIndex
+
+    if not (Path(density_dir) / "metadata.json").exists():
+        logger.warning("no density index in %s: building it from %s with the defaults", density_dir, data_dir)
+        return build_density(BuildDensityArguments(data_dir=str(data_dir), density_dir=str(density_dir), seed=seed))
+    return DensityIndex.load(density_dir)
