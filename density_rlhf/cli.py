@@ -1,15 +1,27 @@
-"""The run skeleton every recipe shares: config resolution, argument parsing and logging."""
+"""The run skeleton every recipe shares: config resolution, sectioned hypothesis YAMLs, data, seeding and saving.
+
+Hypothesis YAMLs (`recipes/hyp_*.yaml`) are read by several scripts. Top-level keys go to every script; a section
+(`reward:`, `grpo:`) goes only to the script of that name. Each script merges its section over the top level and hands
+the result to `trl.TrlParser`, so unknown keys fail and every field can still be overridden on the command line.
+"""
 
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import datasets
 import transformers
+import yaml
+from trl import ScriptArguments
 
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+SECTIONS = ("reward", "grpo", "sft", "evaluate")
 logger = logging.getLogger("density_rlhf")
 
 
@@ -24,15 +36,38 @@ def resolve_config(path: str, recipes_dir: str | Path = RECIPES_DIR) -> str:
     raise FileNotFoundError(f"Config {path!r} not found in the working directory nor in {recipes_dir}.")
 
 
-def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple:
-    """Parse `--config file.yaml` plus CLI overrides into `dataclass_types` with `trl.TrlParser`."""
+def load_config(path: str, section: str | None = None) -> dict[str, Any]:
+    """The flat config a script sees: top-level keys, overridden by `section`'s keys when the file has sections."""
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"Config file {path} must contain a YAML mapping.")
+    sections = {name: config.pop(name) for name in SECTIONS if name in config}
+    if not sections:
+        return config
+    if section is None or section not in sections:
+        raise ValueError(f"{path} has sections {sorted(sections)} but none for this script ({section!r}).")
+    if not isinstance(sections[section], dict):
+        raise ValueError(f"Section `{section}:` of {path} must be a mapping.")
+    return {**config, **sections[section]}
+
+
+def parse_args(
+    dataclass_types: Sequence[type], args: Sequence[str] | None = None, section: str | None = None
+) -> tuple:
+    """Parse `--config file.yaml` (its `section`) plus CLI overrides into `dataclass_types` with `trl.TrlParser`."""
     from trl import TrlParser
 
     args = list(sys.argv[1:] if args is None else args)
-    if "--config" in args:
-        i = args.index("--config") + 1
-        args[i] = resolve_config(args[i])
-    return TrlParser(dataclass_types).parse_args_and_config(args)
+    if "--config" not in args:
+        return TrlParser(dataclass_types).parse_args_and_config(args)
+    i = args.index("--config") + 1
+    path = resolve_config(args[i])
+    with tempfile.TemporaryDirectory() as tmp:
+        flat = Path(tmp) / Path(path).name
+        flat.write_text(yaml.safe_dump(load_config(path, section)))
+        args[i] = str(flat)
+        return TrlParser(dataclass_types).parse_args_and_config(args)
 
 
 def setup_logging(level: int | str = logging.INFO) -> None:
@@ -42,7 +77,104 @@ def setup_logging(level: int | str = logging.INFO) -> None:
         datefmt="%Y-%m-%d %H:%M:%S",
         handlers=[logging.StreamHandler(sys.stdout)],
     )
-    level = logging.getLevelName(level) if isinstance(level, str) else level
+    level = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(level, int) or level < 0:
+        level = logging.INFO
     logging.getLogger("density_rlhf").setLevel(level)
-    datasets.utils.logging.set_verbosity(min(level, logging.WARNING))
-    transformers.utils.logging.set_verbosity(min(level, logging.WARNING))
+    datasets.utils.logging.set_verbosity(max(level, logging.WARNING))
+    transformers.utils.logging.set_verbosity(max(level, logging.WARNING))
+
+
+@dataclass
+class DensityScriptArguments(ScriptArguments):
+    r"""
+    Script arguments of the training recipes: TRL's [`~trl.ScriptArguments`] plus where the prepared data lives.
+
+    Parameters:
+        data_dir (`str`, *optional*, defaults to `"outputs/data"`):
+            Output of `recipes/prepare_data.py` (`<data_dir>/dataset`). Used unless `dataset_name` is set. When it
+            is missing it is built with the synthetic defaults.
+        density_dir_if_missing (`str` or `None`, *optional*, defaults to `"outputs/density"`):
+            When `density_index_path` points here and no index exists, build it first. `None` disables this.
+        max_train_samples / max_eval_samples (`int` or `None`, *optional*):
+            Keep only the first rows of each split (for smoke runs).
+    """
+
+    data_dir: str = field(default="outputs/data", metadata={"help": "Output directory of recipes/prepare_data.py."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval split."})
+
+
+def load_train_eval(script_args: DensityScriptArguments, seed: int = 0):
+    """Train and eval splits: a Hub/local dataset when `dataset_name` is set, else the prepared `data_dir`."""
+    from accelerate import PartialState
+
+    from .stages import ensure_data
+
+    if script_args.dataset_name:
+        data = datasets.load_dataset(script_args.dataset_name, name=script_args.dataset_config)
+    else:
+        with PartialState().main_process_first():  # rank 0 builds missing data, the others then load it
+            data = ensure_data(script_args.data_dir, seed)
+    if script_args.dataset_train_split not in data:
+        raise ValueError(f"split {script_args.dataset_train_split!r} not in {list(data)}.")
+    train = data[script_args.dataset_train_split]
+    test = data.get(script_args.dataset_test_split)
+    if script_args.max_train_samples:
+        train = train.select(range(min(script_args.max_train_samples, len(train))))
+    if test is not None and script_args.max_eval_samples:
+        test = test.select(range(min(script_args.max_eval_samples, len(test))))
+    return train, test
+
+
+def ensure_index_for(training_args, script_args: DensityScriptArguments) -> None:
+    """Build the density index at `training_args.density_index_path` when it is missing (first run on a clone)."""
+    from .stages import BuildDensityArguments, build_density
+
+    path = getattr(training_args, "density_index_path", None)
+    if not path or (Path(path) / "metadata.json").exists():
+        return
+    if script_args.dataset_name:
+        raise FileNotFoundError(f"density index {path} not found; build it with `recipes/build_density.py` first.")
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():  # the other ranks wait, then find the index
+        if not (Path(path) / "metadata.json").exists():
+            logger.warning("density index %s is missing: building it from %s", path, script_args.data_dir)
+            build_density(BuildDensityArguments(data_dir=script_args.data_dir, density_dir=path))
+
+
+def last_checkpoint(training_args) -> str | None:
+    """The checkpoint to resume from: `resume_from_checkpoint`, or the newest in `output_dir` when it exists."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    if os.path.isdir(training_args.output_dir):
+        checkpoint = transformers.trainer_utils.get_last_checkpoint(training_args.output_dir)
+        if checkpoint is not None:
+            logger.info("resuming from %s", checkpoint)
+        return checkpoint
+    return None
+
+
+def train_and_save(trainer, training_args, script_args, checkpoint: str | None) -> dict[str, float]:
+    """Train (resuming from `checkpoint`), evaluate, save the model and card, push when asked."""
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = dict(result.metrics)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    if trainer.eval_dataset is not None and training_args.eval_strategy != "no":
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    trainer.save_model(training_args.output_dir)
+    dataset_name = script_args.dataset_name or script_args.data_dir
+    if trainer.accelerator.is_main_process:
+        trainer.create_model_card(dataset_name=dataset_name)
+        trainer.model.config.use_cache = True
+        trainer.model.config.save_pretrained(training_args.output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=dataset_name)
+    logger.info("saved to %s", training_args.output_dir)
+    return metrics

@@ -28,6 +28,7 @@ from .trainer_utils import (
     pop_group_labels,
     require_density_source,
     save_sampler_state,
+    write_seen_ids,
 )
 
 
@@ -107,6 +108,7 @@ class DensityRewardTrainer(RewardTrainer):
         self._active_sampler = None
         self._resume_checkpoint: str | None = None
         self._eval_counts: Counter = Counter()
+        self._seen_ids: list[str] = []
         self._last_bucket_eval: dict[str, dict[str, float]] = {}
         train_dataset = add_bucket_column(train_dataset, self.density_index, args, "train")
         if isinstance(eval_dataset, dict):
@@ -125,8 +127,8 @@ class DensityRewardTrainer(RewardTrainer):
             self._group_columns.insert(0, BUCKET_COLUMN)
         super().__init__(model, args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
         self._group_vocab = group_vocab(self._group_columns, train_dataset, *eval_sets)
-        if self._group_columns:
-            self.data_collator = GroupLabelCollator(self.data_collator, self._group_vocab)
+        if self._group_columns or args.record_seen_ids:
+            self.data_collator = GroupLabelCollator(self.data_collator, self._group_vocab, args.record_seen_ids)
 
     # --- sampling -------------------------------------------------------------------------------------------------
     def _get_train_sampler(self, dataset=None) -> Sampler | None:
@@ -154,7 +156,11 @@ class DensityRewardTrainer(RewardTrainer):
         if checkpoint is True:
             checkpoint = get_last_checkpoint(self.args.output_dir)
         self._resume_checkpoint = checkpoint if isinstance(checkpoint, str) else None
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+        self._seen_ids = []
+        result = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+        if self.args.record_seen_ids:
+            write_seen_ids(self._seen_ids, self.args.output_dir, self.args.process_index)
+        return result
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
@@ -167,10 +173,14 @@ class DensityRewardTrainer(RewardTrainer):
     # --- metrics --------------------------------------------------------------------------------------------------
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *self._group_columns]))
+        extra = ["id"] if self.args.record_seen_ids else []
+        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *self._group_columns, *extra]))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         groups = pop_group_labels(inputs)
+        row_ids = inputs.pop("row_ids", None)
+        if row_ids is not None and self.model.training:
+            self._seen_ids.extend(row_ids)
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if groups:
             self._log_groups(outputs.logits.detach(), groups)

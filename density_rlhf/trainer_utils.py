@@ -47,6 +47,9 @@ class DensityConfigMixin:
             Override the index's density quantiles separating rare / mid / common.
         eval_group_columns (`list[str]` or `None`, *optional*):
             Extra columns to report evaluation metrics by; default `topic` and `is_rare` when present.
+        record_seen_ids (`bool`, *optional*, defaults to `False`):
+            Write the `id` of every training row each rank saw to `<output_dir>/seen_ids_rank<k>.json`, in order
+            (an audit of what the sampler fed each process).
     """
 
     hypothesis: str | None = field(default=None, metadata={"help": "Experiment label (A, B, C or D) for the card."})
@@ -65,6 +68,10 @@ class DensityConfigMixin:
     )
     eval_group_columns: list[str] | None = field(
         default=None, metadata={"help": "Columns to report eval metrics by (default: topic, is_rare if present)."}
+    )
+    record_seen_ids: bool = field(
+        default=False,
+        metadata={"help": "Write the `id` of every training row each rank saw to <output_dir>/seen_ids_rank<k>.json."},
     )
 
     def _validate_density_fields(self) -> None:
@@ -151,24 +158,31 @@ def group_metric_prefix(column: str, value: str) -> str:
 
 
 class GroupLabelCollator:
-    """Wraps a collator: strips the group columns from the examples and adds them back as integer tensors."""
+    """Wraps a collator: strips the group columns from the examples and adds them back as integer tensors.
 
-    def __init__(self, collator, vocab: dict[str, list[str]]):
+    With `record_ids`, the batch also carries the examples' `id`s as a list under `row_ids` (training audit).
+    """
+
+    def __init__(self, collator, vocab: dict[str, list[str]], record_ids: bool = False):
         self.collator = collator
         self.vocab = vocab
         self._codes = {col: {v: i for i, v in enumerate(values)} for col, values in vocab.items()}
+        self.record_ids = record_ids
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         labels = {col: [] for col in self.vocab}
-        stripped = []
+        stripped, row_ids = [], []
         for example in examples:
             example = dict(example)
             for col in self.vocab:
                 labels[col].append(self._codes[col].get(str(example.pop(col, "")), -1))
+            row_ids.append(example.pop("id", None))
             stripped.append(example)
         batch = self.collator(stripped)
         for col, codes in labels.items():
             batch[f"group::{col}"] = torch.tensor(codes, dtype=torch.long)
+        if self.record_ids:
+            batch["row_ids"] = row_ids
         return batch
 
 
@@ -189,6 +203,11 @@ def group_vocab(columns: list[str], *datasets) -> dict[str, list[str]]:
             else sorted(values)
         )
     return vocab
+
+
+def write_seen_ids(ids: list[str], output_dir: str, process_index: int) -> None:
+    os.makedirs(output_dir, exist_ok=True)
+    Path(output_dir, f"seen_ids_rank{process_index}.json").write_text(json.dumps(ids))
 
 
 def save_sampler_state(sampler, checkpoint_dir: str | os.PathLike) -> None:
@@ -214,7 +233,7 @@ def load_sampler_state(sampler, checkpoint_dir: str | os.PathLike | None) -> Non
 
 def density_card_section(args: DensityConfigMixin, index, sampler, sources: list[str], eval_table: dict) -> str:
     """Markdown appended to the TRL model card: hypothesis, density config and the eval-by-bucket table."""
-    lines = ["", "## Density-aware sampling (density_rlhf)", ""]
+    lines = ["", "", "## Density-aware sampling (density_rlhf)", ""]
     lines.append(f"- Hypothesis: **{args.hypothesis or 'unspecified'}**")
     lines.append(f"- Density sampling: {'on' if args.density_sampling else 'off'} ({args.density_pair_weighting})")
     if index is not None:

@@ -26,3 +26,15 @@ def small_world():
     from density_rlhf.data import make_synthetic_world
 
     return make_synthetic_world(0, n_train_pairs=600, n_test_pairs_per_topic=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """A small synthetic world, its density index and tiny offline models, built once per test session."""
+    from density_rlhf.data.prepare import PrepareDataArguments, prepare_data
+    from density_rlhf.stages import BuildDensityArguments, build_density
+
+    root = tmp_path_factory.mktemp("pipeline")
+    prepare_data(PrepareDataArguments(output_dir=str(root / "data"), n_train_pairs=800, n_test_pairs_per_topic=8))
+    build_density(BuildDensityArguments(data_dir=str(root / "data"), density_dir=str(root / "density"), k=5))
+    return root

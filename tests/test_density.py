@@ -187,7 +187,9 @@ def test_repeat_sampler_matches_trl_under_uniform_weights():
     from trl.trainer.utils import RepeatSampler
 
     data = list(range(23))
-    ours = DensityRepeatSampler(np.ones(23), mini_repeat_count=3, batch_size=4, repeat_count=2, seed=42, replacement=False)
+    ours = DensityRepeatSampler(
+        np.ones(23), mini_repeat_count=3, batch_size=4, repeat_count=2, seed=42, replacement=False
+    )
     trl = RepeatSampler(data, mini_repeat_count=3, batch_size=4, repeat_count=2, shuffle=True, seed=42)
     assert list(ours) == list(trl)
     assert len(ours) == len(trl)
@@ -196,7 +198,9 @@ def test_repeat_sampler_matches_trl_under_uniform_weights():
 @pytest.mark.parametrize("replacement", [True, False])
 def test_repeat_sampler_group_structure(replacement):
     weights = np.random.default_rng(0).uniform(0.1, 1, size=30)
-    sampler = DensityRepeatSampler(weights, mini_repeat_count=4, batch_size=3, repeat_count=2, seed=1, replacement=replacement)
+    sampler = DensityRepeatSampler(
+        weights, mini_repeat_count=4, batch_size=3, repeat_count=2, seed=1, replacement=replacement
+    )
     seq = list(sampler)
     assert len(seq) == len(sampler) == 30 // 3 * 3 * 4 * 2
     block = 3 * 4

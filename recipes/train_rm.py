@@ -1,0 +1,57 @@
+"""Reward-model stage (Hypotheses A and B): `DensityRewardTrainer` on the prepared preference pairs.
+
+Usage:
+
+    accelerate launch recipes/train_rm.py --config recipes/hyp_b.yaml
+    accelerate launch --config_file accelerate_configs/zero3.yaml recipes/train_rm.py --config recipes/scale/hyp_b.yaml
+    python recipes/train_rm.py --config hyp_a.yaml --max_steps 50 --output_dir outputs/try
+
+The hypothesis YAML's `reward:` section (merged over its top level) fills the arguments below.
+"""
+
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+from trl import ModelConfig, get_peft_config
+
+from density_rlhf import DensityRewardConfig, DensityRewardTrainer
+from density_rlhf.cli import (
+    DensityScriptArguments,
+    ensure_index_for,
+    last_checkpoint,
+    load_train_eval,
+    logger,
+    parse_args,
+    setup_logging,
+    train_and_save,
+)
+
+
+def main(script_args: DensityScriptArguments, training_args: DensityRewardConfig, model_args: ModelConfig):
+    set_seed(training_args.seed)
+    train, test = load_train_eval(script_args, training_args.seed)
+    ensure_index_for(training_args, script_args)
+    logger.info(
+        "hypothesis %s: reward model, density sampling %s", training_args.hypothesis, training_args.density_sampling
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+    )
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_args.model_name_or_path, num_labels=1, revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code, dtype=model_args.dtype or "float32",
+    )  # fmt: skip
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    trainer = DensityRewardTrainer(
+        model, training_args, train_dataset=train,
+        eval_dataset=test if training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer, peft_config=get_peft_config(model_args),
+    )  # fmt: skip
+    return train_and_save(trainer, training_args, script_args, last_checkpoint(training_args))
+
+
+if __name__ == "__main__":
+    setup_logging()
+    main(*parse_args([DensityScriptArguments, DensityRewardConfig, ModelConfig], section="reward"))

@@ -1,0 +1,287 @@
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from datasets import load_from_disk
+from transformers import AutoTokenizer
+from trl import RewardConfig, RewardTrainer
+
+from density_rlhf import DensityIndex, DensityRewardConfig, DensityRewardTrainer, DensitySampler
+
+from .conftest import REPO
+
+
+def rm_args(output_dir, cls=DensityRewardConfig, **overrides):
+    base = dict(
+        output_dir=str(output_dir), use_cpu=True, bf16=False, gradient_checkpointing=False,
+        per_device_train_batch_size=8, per_device_eval_batch_size=64, learning_rate=1e-3, max_steps=6,
+        logging_steps=1, report_to=[], save_strategy="no", eval_strategy="no", seed=0, max_length=128,
+    )  # fmt: skip
+    base.update(overrides)
+    return cls(**base)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_pipeline):
+    data = load_from_disk(str(tiny_pipeline / "data" / "dataset"))
+    model = str(tiny_pipeline / "data" / "tiny" / "reward")
+    return {
+        "root": tiny_pipeline, "train": data["train"], "test": data["test"], "model": model,
+        "tokenizer": AutoTokenizer.from_pretrained(model), "index": str(tiny_pipeline / "density"),
+    }  # fmt: skip
+
+
+def losses(trainer):
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+def make(pipe, args, **kwargs):
+    kwargs.setdefault("train_dataset", pipe["train"])
+    return DensityRewardTrainer(pipe["model"], args, processing_class=pipe["tokenizer"], **kwargs)
+
+
+def test_parity_with_reward_trainer_when_density_off(pipe, tmp_path):
+    ours = make(pipe, rm_args(tmp_path / "ours", density_index_path=pipe["index"]))
+    ours.train()
+    theirs = RewardTrainer(
+        pipe["model"], rm_args(tmp_path / "trl", cls=RewardConfig), train_dataset=pipe["train"],
+        processing_class=pipe["tokenizer"],
+    )  # fmt: skip
+    theirs.train()
+    assert len(losses(ours)) == 6
+    assert losses(ours) == losses(theirs)
+    # The index only added logging: the fraction of rare-bucket pairs seen.
+    assert any("density/rare_frac" in h for h in ours.state.log_history)
+
+
+def test_density_sampling_raises_rare_fraction_and_logs_ess(pipe, tmp_path):
+    def rare_frac(sampling):
+        trainer = make(
+            pipe,
+            rm_args(
+                tmp_path / str(sampling),
+                density_index_path=pipe["index"],
+                density_sampling=sampling,
+                max_steps=20,
+                logging_steps=20,
+            ),
+        )
+        trainer.train()
+        return trainer.state.log_history[0]
+
+    a, b = rare_frac(False), rare_frac(True)
+    assert b["density/rare_frac"] > a["density/rare_frac"] + 0.1
+    assert "density/ess" in b and "density/ess" not in a
+
+
+def test_training_loss_goes_down(pipe, tmp_path):
+    trainer = make(
+        pipe,
+        rm_args(tmp_path, max_steps=60, logging_steps=20, density_index_path=pipe["index"], density_sampling=True),
+    )
+    trainer.train()
+    first, *_, last = losses(trainer)
+    assert last < 0.5 * first
+
+
+def test_per_bucket_eval_metrics(pipe, tmp_path):
+    trainer = make(pipe, rm_args(tmp_path, density_index_path=pipe["index"], max_steps=2), eval_dataset=pipe["test"])
+    trainer.train()
+    metrics = trainer.evaluate()
+    for bucket in ("rare", "mid", "common"):
+        assert 0.0 <= metrics[f"eval_{bucket}_accuracy"] <= 1.0
+        assert metrics[f"eval_{bucket}_loss"] > 0
+    assert "eval_topic/weather_accuracy" in metrics and "eval_is_rare/True_accuracy" in metrics
+    # Per-bucket numbers are exact per-pair averages: weighted by counts they give back the overall accuracy.
+    counts = trainer._last_bucket_eval
+    total = sum(row["count"] for row in counts.values())
+    assert total == len(pipe["test"])
+    overall = sum(row["accuracy"] * row["count"] for row in counts.values()) / total
+    assert overall == pytest.approx(metrics["eval_accuracy"], abs=0.02)
+    assert any("eval_rare_accuracy" in h for h in trainer.state.log_history)
+
+
+def test_resume_reproduces_an_uninterrupted_run(pipe, tmp_path):
+    common = dict(
+        density_index_path=pipe["index"],
+        density_sampling=True,
+        save_strategy="steps",
+        save_steps=2,
+        record_seen_ids=True,
+    )
+    full = make(pipe, rm_args(tmp_path, **common))
+    full.train()
+    full_ids = json.loads((tmp_path / "seen_ids_rank0.json").read_text())
+    assert (tmp_path / "checkpoint-4" / "density_sampler_state.json").exists()
+    resumed = make(pipe, rm_args(tmp_path, **common))
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+    assert losses(resumed)[-2:] == pytest.approx(losses(full)[-2:], abs=1e-6)
+    assert json.loads((tmp_path / "seen_ids_rank0.json").read_text()) == full_ids[4 * 8 :]
+
+
+def test_checkpoint_from_another_dataset_is_refused(pipe, tmp_path):
+    common = dict(
+        density_index_path=pipe["index"], density_sampling=True, save_strategy="steps", save_steps=2, max_steps=2
+    )
+    make(pipe, rm_args(tmp_path, **common)).train()
+    smaller = make(
+        pipe, rm_args(tmp_path, **{**common, "max_steps": 4}), train_dataset=pipe["train"].select(range(500))
+    )
+    with pytest.raises(ValueError, match="cannot resume .* changed since the checkpoint"):
+        smaller.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+
+def test_user_sampler_plugs_in(pipe, tmp_path):
+    weights = np.zeros(len(pipe["train"]))
+    weights[:3] = 1.0  # only the first three rows may be drawn
+    trainer = make(pipe, rm_args(tmp_path, max_steps=2, record_seen_ids=True), density_sampler=DensitySampler(weights))
+    trainer.train()
+    seen = set(json.loads((tmp_path / "seen_ids_rank0.json").read_text()))
+    assert seen <= set(pipe["train"]["id"][:3])
+
+
+def test_bad_inputs_fail_before_training(pipe, tmp_path):
+    with pytest.raises(ValueError, match="density_sampling=True needs a density index"):
+        make(pipe, rm_args(tmp_path, density_sampling=True))
+    with pytest.raises(ValueError, match="no 'prompt_id' column"):
+        make(
+            pipe,
+            rm_args(tmp_path, density_index_path=pipe["index"]),
+            train_dataset=pipe["train"].remove_columns("prompt_id"),
+        )
+    other = pipe["train"].map(lambda x: {"prompt_id": "0" * 16 if x["topic"] == "law" else x["prompt_id"]})
+    trainer = make(
+        pipe, rm_args(tmp_path, density_index_path=pipe["index"], density_sampling=True), train_dataset=other
+    )
+    with pytest.raises(ValueError, match=r"rows have a prompt id missing from the density index"):
+        trainer.train()
+    lenient = make(
+        pipe,
+        rm_args(
+            tmp_path, density_index_path=pipe["index"], density_sampling=True, density_missing="uniform", max_steps=1
+        ),
+        train_dataset=other,
+    )
+    lenient.train()
+    assert lenient._active_sampler.num_missing == sum(t == "law" for t in pipe["train"]["topic"])
+    with pytest.raises(ValueError, match="density_pair_weighting"):
+        rm_args(tmp_path, density_pair_weighting="per_token")
+    with pytest.raises(ValueError, match="hypothesis"):
+        rm_args(tmp_path, hypothesis="E")
+
+
+def test_model_card_and_push_at_the_hub_boundary(pipe, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = {}
+
+    class Repo:
+        repo_id = "me/rm"
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create"] = repo_id
+        return Repo()
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        calls["upload"] = (repo_id, sorted(os.listdir(folder_path)))
+        calls["card"] = open(os.path.join(folder_path, "README.md")).read()
+        return "commit"
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    args = rm_args(
+        tmp_path,
+        density_index_path=pipe["index"],
+        density_sampling=True,
+        hypothesis="B",
+        max_steps=2,
+        hub_model_id="me/rm",
+    )
+    trainer = make(pipe, args, eval_dataset=pipe["test"])
+    trainer.train()
+    trainer.evaluate()
+    trainer.push_to_hub()
+    assert calls["upload"][0] == "me/rm" and "model.safetensors" in calls["upload"][1]
+    card = calls["card"]
+    for needle in (
+        "density-rlhf",
+        "Hypothesis: **B**",
+        "all-MiniLM-L6-v2",
+        "k = 5",
+        "alpha = 1.0",
+        "ESS",
+        "| rare |",
+        "synthetic",
+    ):
+        assert needle in card, needle
+
+
+def test_index_mismatch_is_caught(pipe, tmp_path):
+    index = DensityIndex.load(pipe["index"])
+    with pytest.raises(ValueError, match="not in the index"):
+        index.check_compatible(prompt_ids=["not-a-prompt"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(pipe, tmp_path, accelerate_config, max_steps, extra_env=None, extra_args=()):
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / accelerate_config),
+        "--main_process_port", str(_free_port()), str(REPO / "recipes" / "train_rm.py"), "--config", "hyp_b.yaml",
+        "--max_steps", str(max_steps), "--data_dir", str(pipe["root"] / "data"), "--density_index_path", pipe["index"],
+        "--model_name_or_path", pipe["model"], "--output_dir", str(tmp_path), "--eval_strategy", "no",
+        "--save_strategy", "no", "--per_device_train_batch_size", "4", "--report_to", "none", *extra_args,
+    ]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", **(extra_env or {})}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path.parent, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_accelerate_launch_two_cpu_processes_see_disjoint_shards(pipe, tmp_path):
+    _launch(pipe, tmp_path / "run", "cpu_2proc.yaml", 3, extra_args=("--record_seen_ids", "true"))
+    ranks = [json.loads((tmp_path / "run" / f"seen_ids_rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 3 * 4
+    # The same seeded draw on both ranks, sharded batch by batch: rank r trains on batches r, r+2, r+4.
+    sampler = DensitySampler.from_index(DensityIndex.load(pipe["index"]), pipe["train"], seed=0)
+    draw = [pipe["train"][i]["id"] for i in list(sampler)[: 6 * 4]]
+    batches = [draw[i : i + 4] for i in range(0, len(draw), 4)]
+    assert ranks[0] == sum(batches[0::2], []) and ranks[1] == sum(batches[1::2], [])
+
+
+def test_deepspeed_zero3_two_cpu_processes(pipe, tmp_path):
+    pytest.importorskip("deepspeed")
+    result = _launch(pipe, tmp_path / "z3", "zero3_cpu_2proc.yaml", 2, extra_env={"DS_ACCELERATOR": "cpu"})
+    state = json.loads((tmp_path / "z3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert "zero" in (result.stdout + result.stderr).lower()
+    assert (tmp_path / "z3" / "model.safetensors").exists()
+
+
+def test_missing_data_and_index_are_built_on_first_run(tmp_path, monkeypatch, pipe):
+    """A fresh clone: no outputs/ at all; train_rm.py builds the synthetic data and the index, then trains."""
+    from .helpers import load_recipe
+
+    train_rm = load_recipe("train_rm")
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(pipe["root"] / "data" / "tiny", tmp_path / "tiny")
+    args = train_rm.parse_args(
+        [train_rm.DensityScriptArguments, DensityRewardConfig, train_rm.ModelConfig],
+        ["--config", "hyp_b.yaml", "--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no",
+         "--model_name_or_path", str(tmp_path / "tiny" / "reward"), "--report_to", "none"],
+        section="reward",
+    )  # fmt: skip
+    train_rm.main(*args)
+    assert (tmp_path / "outputs" / "data" / "dataset").exists()
+    assert (tmp_path / "outputs" / "density" / "metadata.json").exists()
+    assert (tmp_path / "outputs" / "hyp_b" / "rm" / "model.safetensors").exists()
