@@ -16,11 +16,15 @@ _LAZY = {
     "DensitySampler": "density_rlhf.sampler",
     "DensityRepeatSampler": "density_rlhf.sampler",
     "DensityIndex": "density_rlhf.index",
+    "DensityGRPOConfig": "density_rlhf.grpo_trainer",
+    "DensityGRPOTrainer": "density_rlhf.grpo_trainer",
     "DensityRewardConfig": "density_rlhf.reward_trainer",
     "DensityRewardTrainer": "density_rlhf.reward_trainer",
 }
 
 __all__ = [
+    "DensityGRPOConfig",
+    "DensityGRPOTrainer",
     "DensityIndex",
     "DensityRepeatSampler",
     "DensityRewardConfig",
@@ -32,6 +36,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .grpo_trainer import DensityGRPOConfig, DensityGRPOTrainer
     from .index import DensityIndex
     from .reward_trainer import DensityRewardConfig, DensityRewardTrainer
     from .sampler import DensityRepeatSampler, DensitySampler

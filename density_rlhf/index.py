@@ -118,7 +118,9 @@ def make_faiss_index(
         nlist = ivf_nlist or max(1, int(4 * np.sqrt(n)))
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
         index.cp.seed = seed
-        index.train(embeddings)
+        # k-means on a seeded sample of 40 points per list: as good a partition, a fraction of the training time
+        sample = np.random.default_rng(seed).permutation(n)[: 40 * nlist]
+        index.train(embeddings[np.sort(sample)])
         index.nprobe = ivf_nprobe
     else:
         raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}.")

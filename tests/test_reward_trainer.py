@@ -4,6 +4,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,7 +190,7 @@ def test_model_card_and_push_at_the_hub_boundary(pipe, tmp_path, monkeypatch):
 
     def upload_folder(self, *, repo_id, folder_path, **kwargs):
         calls["upload"] = (repo_id, sorted(os.listdir(folder_path)))
-        calls["card"] = open(os.path.join(folder_path, "README.md")).read()
+        calls["card"] = Path(folder_path, "README.md").read_text()
         return "commit"
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)

@@ -1,0 +1,367 @@
+"""`DensityGRPOTrainer`: TRL's `GRPOTrainer` with density-weighted prompts, alternative advantages and an SFT term."""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import gather_object
+from torch.utils.data import Sampler
+from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import nanstd
+
+from .advantages import ADVANTAGE_MODES, compute_advantages, softmax_weights, weight_statistics
+from .index import BUCKETS
+from .sampler import DensityRepeatSampler
+from .trainer_utils import (
+    BUCKET_COLUMN,
+    DensityConfigMixin,
+    add_bucket_column,
+    density_card_section,
+    load_density_index,
+    require_density_source,
+)
+
+
+logger = logging.getLogger(__name__)
+
+GROUND_TRUTH_MODES = ("log", "reward", "off")
+_SFT_KEYS = ("sft_input_ids", "sft_attention_mask", "sft_labels")
+
+
+@dataclass
+class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
+    r"""
+    Configuration for [`DensityGRPOTrainer`]: every [`~trl.GRPOConfig`] field, the density fields of
+    [`DensityRewardConfig`], and:
+
+    Parameters:
+        advantage_mode (`str`, *optional*, defaults to `"grpo"`):
+            `grpo` (TRL's group whitening, honouring `scale_rewards`), `softmax` (A = n softmax(R/tau) - 1, the seeds'
+            AWR weights) or `gaussian_quantile` (within-group ranks mapped to normal quantiles). See
+            `density_rlhf.advantages`.
+        softmax_temperature (`float`, *optional*, defaults to `1.0`):
+            tau of the `softmax` mode (also used for the logged weight statistics).
+        sft_coef (`float`, *optional*, defaults to `0.0`):
+            lambda of L = L_RL + lambda * NLL(chosen | prompt): teacher forcing on the dataset's preferred response.
+        sft_column (`str`, *optional*, defaults to `"chosen"`):
+            Column with the response used by the SFT term.
+        reward_model_path (`str` or `None`, *optional*):
+            Trained reward model (a sequence classifier with one label), added to the reward functions. It scores
+            `prompt + completion + eos`, exactly the text `RewardTrainer` trained it on.
+        ground_truth_reward (`str`, *optional*, defaults to `"log"`):
+            On data with a `topic` column (the synthetic world): `log` adds the rule checker as a reward function with
+            weight 0 (logged, not optimized), `reward` optimizes it, `off` leaves it out.
+    """
+
+    advantage_mode: str = field(default="grpo", metadata={"help": f"One of {ADVANTAGE_MODES}."})
+    softmax_temperature: float = field(default=1.0, metadata={"help": "Temperature tau of the softmax mode."})
+    sft_coef: float = field(default=0.0, metadata={"help": "Weight lambda of the NLL(chosen | prompt) term."})
+    sft_column: str = field(default="chosen", metadata={"help": "Column with the response for the SFT term."})
+    reward_model_path: str | None = field(default=None, metadata={"help": "Trained reward model to score with."})
+    ground_truth_reward: str = field(default="log", metadata={"help": f"One of {GROUND_TRUTH_MODES}."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._validate_density_fields()
+        if self.advantage_mode not in ADVANTAGE_MODES:
+            raise ValueError(f"advantage_mode must be one of {ADVANTAGE_MODES}, got {self.advantage_mode!r}.")
+        if not self.softmax_temperature > 0:
+            raise ValueError(f"softmax_temperature must be > 0, got {self.softmax_temperature}.")
+        if self.sft_coef < 0:
+            raise ValueError(f"sft_coef must be >= 0, got {self.sft_coef}.")
+        if self.ground_truth_reward not in GROUND_TRUTH_MODES:
+            raise ValueError(
+                f"ground_truth_reward must be one of {GROUND_TRUTH_MODES}, got {self.ground_truth_reward!r}."
+            )
+
+
+def _completion_text(completion: Any) -> str:
+    return completion if isinstance(completion, str) else completion[-1]["content"]
+
+
+class GroundTruthReward:
+    """Reward function: 1.0 when a completion satisfies its topic's rule in the synthetic world, else 0.0."""
+
+    __name__ = "ground_truth"
+
+    def __call__(self, prompts: list, completions: list, topic: list | None = None, **kwargs) -> list[float | None]:
+        from .data import rule_satisfied
+
+        if topic is None:
+            return [None] * len(prompts)
+        texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+        return [float(rule_satisfied(t, p, _completion_text(c))) for t, p, c in zip(topic, texts, completions)]
+
+
+class RewardModelScorer:
+    """Reward function scoring with a trained sequence-classification reward model.
+
+    Texts are built and tokenized exactly as `RewardTrainer` does for training (`prompt + completion + eos`, or the
+    chat template for conversational data), so the reward model sees the distribution it was trained on.
+    """
+
+    def __init__(self, path: str, *, trust_remote_code: bool = False, batch_size: int = 64):
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"reward_model_path {path!r} is not a model directory or Hub id ({err}). Train one with "
+                             "`recipes/train_rm.py` or fix the path.") from None  # fmt: skip
+        architectures = config.architectures or []
+        if not any(a.endswith("ForSequenceClassification") for a in architectures) or config.num_labels != 1:
+            raise ValueError(
+                f"reward_model_path {path!r} is not a reward model: architectures {architectures}, num_labels "
+                f"{config.num_labels}; expected a *ForSequenceClassification with num_labels=1."
+            )
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, trust_remote_code=trust_remote_code
+        ).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.batch_size = batch_size
+        self.__name__ = "reward_model"
+        self.path = path
+
+    def to(self, device) -> "RewardModelScorer":
+        self.model.to(device)
+        return self
+
+    def _ids(self, prompt: Any, completion: Any) -> list[int]:
+        from trl.data_utils import _tokenize
+
+        if isinstance(prompt, str):
+            return _tokenize(self.tokenizer, prompt + _completion_text(completion) + self.tokenizer.eos_token)[
+                "input_ids"
+            ]
+        messages = [*prompt, {"role": "assistant", "content": _completion_text(completion)}]
+        return _tokenize(self.tokenizer, messages)["input_ids"]
+
+    @torch.inference_mode()
+    def __call__(self, prompts: list, completions: list, **kwargs) -> list[float]:
+        from torch.nn.utils.rnn import pad_sequence
+
+        device = next(self.model.parameters()).device
+        scores = []
+        for start in range(0, len(prompts), self.batch_size):
+            ids = [
+                torch.tensor(self._ids(p, c))
+                for p, c in zip(prompts[start : start + self.batch_size], completions[start : start + self.batch_size])
+            ]
+            input_ids = pad_sequence(ids, batch_first=True, padding_value=self.tokenizer.pad_token_id).to(device)
+            mask = pad_sequence([torch.ones_like(i) for i in ids], batch_first=True, padding_value=0).to(device)
+            scores += self.model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().tolist()
+        return scores
+
+
+class DensityGRPOTrainer(GRPOTrainer):
+    """[`~trl.GRPOTrainer`] with density-weighted prompt sampling (Hypotheses C and D), the advantage modes of
+    `density_rlhf.advantages`, an optional SFT term, and per-density-bucket reward logging.
+
+    Args:
+        model: as for [`~trl.GRPOTrainer`].
+        reward_funcs: as for [`~trl.GRPOTrainer`]; `args.reward_model_path` and the ground-truth checker are appended.
+        args ([`DensityGRPOConfig`], *optional*): configuration.
+        density_index ([`DensityIndex`], *optional*): overrides `args.density_index_path`.
+        density_sampler (`torch.utils.data.Sampler`, *optional*): your own prompt sampler (must keep TRL's
+            `RepeatSampler` contract).
+        **kwargs: every other [`~trl.GRPOTrainer`] argument.
+    """
+
+    _tag_names = ["trl", "grpo", "density-rlhf"]
+    _name = "Density GRPO"
+
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: DensityGRPOConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        *,
+        density_index=None,
+        density_sampler: Sampler | None = None,
+        **kwargs,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = DensityGRPOConfig(f"{str(name).split('/')[-1]}-DensityGRPO")
+        if not isinstance(args, DensityGRPOConfig):
+            raise TypeError(f"args must be a DensityGRPOConfig, got {type(args).__name__}.")
+        self.density_index = load_density_index(args, density_index)
+        require_density_source(args, self.density_index, density_sampler)
+        self._user_sampler = density_sampler
+        self._active_sampler = None
+        if args.sft_coef > 0 and (train_dataset is None or args.sft_column not in train_dataset.column_names):
+            raise ValueError(
+                f"sft_coef={args.sft_coef} needs a {args.sft_column!r} column in the train dataset (the response to "
+                "teacher-force); use preference data or set sft_coef=0."
+            )
+        reward_funcs, weights = self._build_reward_funcs(reward_funcs, args, train_dataset)
+        args.reward_weights = weights
+        train_dataset = add_bucket_column(train_dataset, self.density_index, args, "train")
+        eval_dataset = add_bucket_column(eval_dataset, self.density_index, args, "eval")
+        self._reward_buckets: list[str] = []
+        super().__init__(model, reward_funcs, args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
+        for func in self.reward_funcs:
+            if isinstance(func, RewardModelScorer):
+                func.to(self.accelerator.device)
+
+    @staticmethod
+    def _build_reward_funcs(reward_funcs, args: DensityGRPOConfig, train_dataset) -> tuple[list, list[float]]:
+        funcs = (
+            []
+            if reward_funcs is None
+            else list(reward_funcs)
+            if isinstance(reward_funcs, (list, tuple))
+            else [reward_funcs]
+        )
+        weights = list(args.reward_weights) if args.reward_weights is not None else [1.0] * len(funcs)
+        if len(weights) != len(funcs):
+            raise ValueError(f"reward_weights has {len(weights)} entries for {len(funcs)} user reward functions.")
+        if args.reward_model_path:
+            funcs.append(RewardModelScorer(args.reward_model_path, trust_remote_code=args.trust_remote_code))
+            weights.append(1.0)
+        has_topics = train_dataset is not None and "topic" in train_dataset.column_names
+        if args.ground_truth_reward != "off" and has_topics:
+            funcs.append(GroundTruthReward())
+            weights.append(1.0 if args.ground_truth_reward == "reward" else 0.0)
+        if not funcs:
+            raise ValueError(
+                "no reward: pass reward_funcs, set reward_model_path, or use ground_truth_reward='reward'."
+            )
+        if not any(w != 0 for w in weights):
+            raise ValueError("every reward function has weight 0: nothing would be optimized.")
+        return funcs, weights
+
+    # --- sampling -------------------------------------------------------------------------------------------------
+    def _get_train_sampler(self, dataset=None) -> Sampler:
+        if self._user_sampler is None and not self.args.density_sampling:
+            return super()._get_train_sampler(dataset)
+        sampler = self._user_sampler or DensityRepeatSampler.from_index(
+            self.density_index, self.train_dataset, self.args.prompt_id_column, self.args.density_pair_weighting,
+            missing=self.args.density_missing, seed=self.args.seed, mini_repeat_count=self.num_generations,
+            batch_size=self.args.generation_batch_size // self.num_generations,
+            repeat_count=self.num_iterations * self.args.steps_per_generation,
+        )  # fmt: skip
+        self._active_sampler = sampler
+        return sampler
+
+    # --- rewards and advantages -----------------------------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        # Remembered for `_generate_and_score_completions`, gathered like the rewards so rows line up.
+        self._last_rewards_per_func = rewards_per_func
+        self._reward_buckets = gather_object([str(x.get(BUCKET_COLUMN, "")) for x in inputs])
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        per_func = self._last_rewards_per_func
+        unscorable = torch.isnan(per_func).all(dim=1)
+        rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+        rewards[unscorable] = torch.nan
+        self._log_reward_statistics(mode, rewards, per_func, num_generations)
+        if self.args.advantage_mode != "grpo":
+            advantages = compute_advantages(
+                rewards.cpu(), num_generations, self.args.advantage_mode, scale_rewards=self.args.scale_rewards,
+                temperature=self.args.softmax_temperature,
+            )  # fmt: skip
+            n = len(inputs)
+            local = advantages[self.accelerator.process_index * n : (self.accelerator.process_index + 1) * n]
+            output["advantages"] = local.to(output["advantages"].device, output["advantages"].dtype)
+        if mode == "train" and self.args.sft_coef > 0:
+            output.update(self._sft_batch(inputs, output["prompt_ids"].device))
+        return output
+
+    def _log_reward_statistics(self, mode: str, rewards: torch.Tensor, per_func: torch.Tensor, num_generations: int):
+        metrics = self._metrics[mode]
+        grouped = rewards.view(-1, num_generations)
+        if num_generations > 1:
+            group_std = nanstd(grouped, dim=1)
+            metrics["reward/group_std"].append(torch.nanmean(group_std).item())
+            metrics["reward/frac_zero_std_groups"].append(
+                torch.isclose(group_std, torch.zeros_like(group_std)).float().mean().item()
+            )
+        for key, value in weight_statistics(
+            softmax_weights(rewards.cpu(), num_generations, self.args.softmax_temperature)
+        ).items():
+            metrics[f"advantages/{key}"].append(value)
+        buckets = self._reward_buckets
+        if not buckets or not any(buckets):
+            return
+        truth = None
+        if "ground_truth" in self.reward_func_names:
+            truth = per_func[:, self.reward_func_names.index("ground_truth")]
+        if mode == "train":
+            metrics["density/rare_frac"].append(sum(b == "rare" for b in buckets) / len(buckets))
+            if self._active_sampler is not None and hasattr(self._active_sampler, "summary"):
+                metrics["density/ess"] = [self._active_sampler.summary()["ess"]]
+        for bucket in BUCKETS:
+            mask = torch.tensor([b == bucket for b in buckets], device=rewards.device)
+            if not mask.any():
+                continue
+            metrics[f"density/{bucket}/reward"].append(torch.nanmean(rewards[mask]).item())
+            if truth is not None:
+                metrics[f"density/{bucket}/rule_satisfied"].append(torch.nanmean(truth[mask]).item())
+
+    def _sft_batch(self, inputs: list[dict[str, Any]], device) -> dict[str, torch.Tensor]:
+        """Prompt + preferred response, with labels on the response only, for the NLL term."""
+        from torch.nn.utils.rnn import pad_sequence
+        from trl.data_utils import _tokenize
+
+        tokenizer = self.processing_class
+        ids, labels = [], []
+        for example in inputs:
+            prompt, response = example["prompt"], example[self.args.sft_column]
+            if isinstance(prompt, str):
+                prompt_ids = _tokenize(tokenizer, prompt)["input_ids"]
+                full = prompt_ids + _tokenize(tokenizer, _completion_text(response))["input_ids"]
+            else:
+                prompt_ids = _tokenize(tokenizer, prompt, add_generation_prompt=True)["input_ids"]
+                full = _tokenize(tokenizer, [*prompt, {"role": "assistant", "content": _completion_text(response)}])[
+                    "input_ids"
+                ]
+            limit = len(prompt_ids) + (self.args.max_completion_length or 256)
+            full = [*full[:limit], tokenizer.eos_token_id] if isinstance(prompt, str) else full[:limit]
+            ids.append(torch.tensor(full))
+            labels.append(torch.tensor([-100] * len(prompt_ids) + full[len(prompt_ids) :]))
+        return {
+            "sft_input_ids": pad_sequence(ids, batch_first=True, padding_value=tokenizer.pad_token_id).to(device),
+            "sft_attention_mask": pad_sequence([torch.ones_like(i) for i in ids], batch_first=True).to(device),
+            "sft_labels": pad_sequence(labels, batch_first=True, padding_value=-100).to(device),
+        }
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        sft = {key: inputs.pop(key) for key in _SFT_KEYS if key in inputs}
+        loss = super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
+        if sft and self.args.sft_coef > 0:
+            nll = model(
+                input_ids=sft["sft_input_ids"], attention_mask=sft["sft_attention_mask"], labels=sft["sft_labels"],
+                use_cache=False,
+            ).loss  # fmt: skip
+            # GRPO's loss is already divided by the accumulation steps; scale the NLL term the same way.
+            loss = loss + self.args.sft_coef * nll / self.current_gradient_accumulation_steps
+            self._metrics["train"]["sft/nll"].append(self.accelerator.gather(nll.detach()).mean().item())
+        return loss
+
+    # --- model card -----------------------------------------------------------------------------------------------
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags: Any = None):
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        path = Path(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or not path.exists():
+            return
+        sources = sorted(set(self.train_dataset.unique("src"))) if "src" in self.train_dataset.column_names else []
+        section = density_card_section(self.args, self.density_index, self._active_sampler, sources, {})
+        extra = f"- Advantage mode: `{self.args.advantage_mode}`; SFT coefficient {self.args.sft_coef}\n"
+        if self.args.reward_model_path:
+            extra += f"- Reward model: `{self.args.reward_model_path}`\n"
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(section + extra)
