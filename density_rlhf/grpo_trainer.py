@@ -1,5 +1,6 @@
 """`DensityGRPOTrainer`: TRL's `GRPOTrainer` with density-weighted prompts, alternative advantages and an SFT term."""
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +202,7 @@ class DensityGRPOTrainer(GRPOTrainer):
                 "teacher-force); use preference data or set sft_coef=0."
             )
         reward_funcs, weights = self._build_reward_funcs(reward_funcs, args, train_dataset)
+        args = copy.copy(args)  # TRL reads the weights of all reward functions from args; leave the caller's intact
         args.reward_weights = weights
         train_dataset = add_bucket_column(train_dataset, self.density_index, args, "train")
         eval_dataset = add_bucket_column(eval_dataset, self.density_index, args, "eval")

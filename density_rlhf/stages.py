@@ -72,7 +72,7 @@ class BuildDensityArguments:
     exact_max_size: int = field(default=50_000, metadata={"help": "`auto` is exact up to this many prompts."})
     hnsw_m: int = field(default=32, metadata={"help": "HNSW graph degree."})
     hnsw_ef_search: int = field(default=96, metadata={"help": "HNSW search breadth."})
-    ivf_nprobe: int = field(default=16, metadata={"help": "IVF lists probed per query."})
+    ivf_nprobe: int = field(default=10, metadata={"help": "IVF lists probed per query."})
     use_gpu: bool | None = field(default=None, metadata={"help": "Use faiss-gpu (default: when GPUs are visible)."})
     embed_batch_size: int = field(default=64, metadata={"help": "Embedding batch size."})
     seed: int = field(default=0, metadata={"help": "Seed of the IVF clustering."})

@@ -335,3 +335,29 @@ def test_sampler_import_is_light():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
+def test_approximate_indexes_agree_with_exact(index_type):
+    from scipy.stats import spearmanr
+
+    x, _ = _clustered(n=600)
+    exact = DensityIndex.build(None, _ids(600), embeddings=x, k=8, index_type="flat")
+    approx = DensityIndex.build(None, _ids(600), embeddings=x, k=8, index_type=index_type, ivf_nlist=16, ivf_nprobe=4)
+    assert (approx.knn_indices >= 0).all()
+    recall = np.mean((approx.knn_indices[:, :, None] == exact.knn_indices[:, None, :]).any(-1))
+    assert recall > 0.9
+    assert spearmanr(exact.weights, approx.weights).statistic > 0.95
+
+
+def test_query_buckets_new_prompts_consistently(clustered_index):
+    # Points from the sparsest cluster, not in the index, land in the rare bucket; the densest in common.
+    x, labels = _clustered(seed=0)
+    rng = np.random.default_rng(5)
+    sparse = x[labels == 5][:5] + 0.01 * rng.normal(size=(5, x.shape[1])).astype(np.float32)
+    dense = x[labels == 0][:5] + 0.01 * rng.normal(size=(5, x.shape[1])).astype(np.float32)
+    _, sparse_buckets = clustered_index.query(embeddings=sparse)
+    log_p, dense_buckets = clustered_index.query(embeddings=dense)
+    assert sparse_buckets.count("rare") >= 4 and "rare" not in dense_buckets
+    with pytest.raises(ValueError, match="precomputed embeddings"):
+        clustered_index.query(["a prompt"])

@@ -1,0 +1,48 @@
+"""SFT stage: TRL `SFTTrainer` on the preferred responses; makes the starting policy for GRPO.
+
+Usage:
+
+    accelerate launch recipes/train_sft.py --config recipes/sft.yaml
+    accelerate launch --config_file accelerate_configs/zero3.yaml recipes/train_sft.py --config recipes/scale/sft.yaml
+"""
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
+
+from density_rlhf.cli import (
+    DensityScriptArguments,
+    last_checkpoint,
+    load_train_eval,
+    parse_args,
+    setup_logging,
+    train_and_save,
+)
+
+
+def to_prompt_completion(split):
+    """Preference pairs -> TRL's prompt-completion format on the chosen response."""
+    if split is None:
+        return None
+    keep = {"prompt", "chosen"}
+    return split.remove_columns([c for c in split.column_names if c not in keep]).rename_column("chosen", "completion")
+
+
+def main(script_args: DensityScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
+    set_seed(training_args.seed)
+    train, test = load_train_eval(script_args, training_args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_args.model_name_or_path, revision=model_args.model_revision, dtype=model_args.dtype or "float32",
+        attn_implementation=model_args.attn_implementation,
+    )  # fmt: skip
+    trainer = SFTTrainer(
+        model, training_args, train_dataset=to_prompt_completion(train),
+        eval_dataset=to_prompt_completion(test) if training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer, peft_config=get_peft_config(model_args),
+    )  # fmt: skip
+    return train_and_save(trainer, training_args, script_args, last_checkpoint(training_args))
+
+
+if __name__ == "__main__":
+    setup_logging()
+    main(*parse_args([DensityScriptArguments, SFTConfig, ModelConfig]))

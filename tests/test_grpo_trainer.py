@@ -1,0 +1,200 @@
+import inspect
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from datasets import load_from_disk
+from packaging.version import Version
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from density_rlhf import DensityGRPOConfig, DensityGRPOTrainer
+from density_rlhf.advantages import compute_advantages
+from density_rlhf.grpo_trainer import RewardModelScorer
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_pipeline):
+    data = load_from_disk(str(tiny_pipeline / "data" / "dataset"))
+    tiny = tiny_pipeline / "data" / "tiny"
+    return {
+        "root": tiny_pipeline, "train": data["train"], "policy": str(tiny / "policy"), "rm": str(tiny / "reward"),
+        "tokenizer": AutoTokenizer.from_pretrained(tiny / "policy"), "index": str(tiny_pipeline / "density"),
+    }  # fmt: skip
+
+
+def grpo_args(output_dir, **overrides):
+    base = dict(
+        output_dir=str(output_dir), use_cpu=True, bf16=False, per_device_train_batch_size=8, num_generations=4,
+        max_completion_length=12, max_steps=2, logging_steps=1, report_to=[], save_strategy="no", seed=0,
+        learning_rate=1e-4,
+    )  # fmt: skip
+    base.update(overrides)
+    return DensityGRPOConfig(**base)
+
+
+def make(pipe, args, **kwargs):
+    kwargs.setdefault("train_dataset", pipe["train"])
+    return DensityGRPOTrainer(pipe["policy"], args=args, processing_class=pipe["tokenizer"], **kwargs)
+
+
+def test_trl_hooks_we_rely_on():
+    """The advantage modes wrap these private GRPOTrainer methods; pin the TRL range they were checked against."""
+    import trl
+    from trl import GRPOTrainer
+
+    assert Version("1.16") <= Version(trl.__version__) < Version("2")
+    assert list(inspect.signature(GRPOTrainer._calculate_rewards).parameters) == [
+        "self", "inputs", "prompts", "completions", "completion_ids_list",
+    ]  # fmt: skip
+    assert list(inspect.signature(GRPOTrainer._generate_and_score_completions).parameters)[:2] == ["self", "inputs"]
+    assert "_get_train_sampler" in GRPOTrainer.__dict__
+
+
+@pytest.mark.parametrize("mode", ["grpo", "softmax", "gaussian_quantile"])
+@pytest.mark.parametrize("density", [False, True])
+def test_two_step_runs(pipe, tmp_path, mode, density):
+    args = grpo_args(
+        tmp_path,
+        advantage_mode=mode,
+        density_sampling=density,
+        density_index_path=pipe["index"],
+        reward_model_path=pipe["rm"],
+    )
+    trainer = make(pipe, args)
+    trainer.train()
+    logs = trainer.state.log_history
+    assert trainer.state.global_step == 2
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in logs if "loss" in h)
+    assert ("density/ess" in logs[0]) is density
+
+
+def test_per_step_statistics_are_logged(pipe, tmp_path):
+    trainer = make(
+        pipe, grpo_args(tmp_path, density_index_path=pipe["index"], reward_model_path=pipe["rm"], max_steps=3)
+    )
+    trainer.train()
+    keys = set().union(*(h.keys() for h in trainer.state.log_history))
+    for key in (
+        "advantages/max_weight", "advantages/weight_entropy", "advantages/effective_n", "reward/group_std",
+        "reward/frac_zero_std_groups", "grad_norm", "rewards/reward_model/mean", "rewards/ground_truth/mean",
+        "density/rare_frac",
+    ):  # fmt: skip
+        assert key in keys, key
+    assert any(k.startswith("density/") and k.endswith("/rule_satisfied") for k in keys)
+    assert any(k.startswith("density/") and k.endswith("/reward") for k in keys)
+    # The ground truth is logged with weight 0: the optimized reward is the reward model's alone.
+    first = trainer.state.log_history[0]
+    assert first["reward"] == pytest.approx(first["rewards/reward_model/mean"], abs=1e-4)
+
+
+def test_sampler_contract(pipe, tmp_path):
+    args = grpo_args(
+        tmp_path,
+        density_sampling=True,
+        density_index_path=pipe["index"],
+        reward_model_path=pipe["rm"],
+        per_device_train_batch_size=8,
+        steps_per_generation=2,
+    )
+    samplers = [make(pipe, args)._get_train_sampler() for _ in range(2)]  # two "ranks": same seed, same sampler
+    sequences = [list(s) for s in samplers]
+    assert sequences[0] == sequences[1]
+    seq = sequences[0]
+    groups = [seq[i : i + 4] for i in range(0, 64, 4)]
+    assert all(len(set(g)) == 1 for g in groups)  # each prompt num_generations times in a row
+    # generation_batch_size 16 -> 4 unique prompts per chunk, repeated num_iterations * steps_per_generation = 2 times
+    assert seq[:16] == seq[16:32]
+
+
+def test_advantage_mode_rewrites_the_advantages(pipe, tmp_path):
+    batch = [pipe["train"][i] for i in range(2) for _ in range(4)]
+    outputs = {}
+    for mode in ("grpo", "softmax"):
+        trainer = make(
+            pipe,
+            grpo_args(tmp_path / mode, advantage_mode=mode, reward_model_path=pipe["rm"], ground_truth_reward="off"),
+        )
+        torch.manual_seed(0)
+        out = trainer._generate_and_score_completions(batch)
+        rewards = trainer._last_rewards_per_func[:, 0]
+        torch.testing.assert_close(out["advantages"], compute_advantages(rewards, 4, mode), atol=1e-4, rtol=0)
+        outputs[mode] = out["advantages"]
+    assert not torch.allclose(outputs["grpo"], outputs["softmax"])
+
+
+def test_reward_model_scores_like_reward_trainer_input(pipe):
+    scorer = RewardModelScorer(pipe["rm"])
+    model = AutoModelForSequenceClassification.from_pretrained(pipe["rm"]).eval()
+    tok = AutoTokenizer.from_pretrained(pipe["rm"])
+    prompts, completions = ["What is 2 plus 3?", "How do I cook rice for dinner?"], ["The answer is 5.", "slowly"]
+    scores = scorer(prompts=prompts, completions=completions)
+    for p, c, s in zip(prompts, completions, scores):
+        ids = tok(p + c + tok.eos_token, return_tensors="pt")
+        with torch.no_grad():
+            assert model(**ids).logits[0, 0].item() == pytest.approx(s, abs=1e-5)
+
+
+def test_sft_coef_changes_the_loss(pipe, tmp_path):
+    def first_loss(coef):
+        trainer = make(pipe, grpo_args(tmp_path / str(coef), sft_coef=coef, reward_model_path=pipe["rm"], max_steps=1))
+        trainer.train()
+        return trainer.state.log_history[0]
+
+    plain, with_sft = first_loss(0.0), first_loss(0.5)
+    assert "sft/nll" in with_sft and "sft/nll" not in plain
+    assert with_sft["loss"] == pytest.approx(plain["loss"] + 0.5 * with_sft["sft/nll"], abs=1e-3)
+
+
+def test_bad_inputs(pipe, tmp_path):
+    with pytest.raises(ValueError, match="advantage_mode"):
+        grpo_args(tmp_path, advantage_mode="ppo")
+    with pytest.raises(ValueError, match="softmax_temperature"):
+        grpo_args(tmp_path, softmax_temperature=0.0)
+    with pytest.raises(ValueError, match="not a model directory"):
+        make(pipe, grpo_args(tmp_path, reward_model_path=str(tmp_path / "nope")))
+    with pytest.raises(ValueError, match="not a reward model"):
+        make(pipe, grpo_args(tmp_path, reward_model_path=pipe["policy"]))
+    with pytest.raises(ValueError, match="needs a density index"):
+        make(pipe, grpo_args(tmp_path, density_sampling=True, reward_model_path=pipe["rm"]))
+    with pytest.raises(ValueError, match="needs a 'chosen' column"):
+        make(
+            pipe,
+            grpo_args(tmp_path, sft_coef=0.1, reward_model_path=pipe["rm"]),
+            train_dataset=pipe["train"].remove_columns("chosen"),
+        )
+    with pytest.raises(ValueError, match="no reward"):
+        make(pipe, grpo_args(tmp_path, ground_truth_reward="off"))
+
+
+def test_ground_truth_as_the_reward(pipe, tmp_path):
+    trainer = make(pipe, grpo_args(tmp_path, ground_truth_reward="reward", max_steps=1))
+    trainer.train()
+    first = trainer.state.log_history[0]
+    assert first["reward"] == pytest.approx(first["rewards/ground_truth/mean"], abs=1e-6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_accelerate_launch_two_cpu_processes(pipe, tmp_path):
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / "cpu_2proc.yaml"),
+        "--main_process_port", str(_free_port()), str(REPO / "recipes" / "train_grpo.py"), "--config", "hyp_c.yaml",
+        "--max_steps", "2", "--data_dir", str(pipe["root"] / "data"), "--density_index_path", pipe["index"],
+        "--model_name_or_path", pipe["policy"], "--reward_model_path", pipe["rm"], "--output_dir", str(tmp_path / "run"),
+        "--save_strategy", "no", "--report_to", "none", "--per_device_train_batch_size", "4", "--max_completion_length", "8",
+    ]  # fmt: skip
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    assert "Density GRPO" in (tmp_path / "run" / "README.md").read_text()
