@@ -63,11 +63,27 @@ def parse_args(
         return TrlParser(dataclass_types).parse_args_and_config(args)
     i = args.index("--config") + 1
     path = resolve_config(args[i])
+    config = load_config(path, section)
+    check_hardware(path, config, args)
     with tempfile.TemporaryDirectory() as tmp:
         flat = Path(tmp) / Path(path).name
-        flat.write_text(yaml.safe_dump(load_config(path, section)))
+        flat.write_text(yaml.safe_dump(config))
         args[i] = str(flat)
         return TrlParser(dataclass_types).parse_args_and_config(args)
+
+
+def check_hardware(path: str, config: dict[str, Any], cli_args: Sequence[str]) -> None:
+    """Stop with a clear message when a GPU recipe (bf16, no `use_cpu`) is launched on a machine without a GPU."""
+    import torch
+
+    wants_gpu = config.get("bf16") and not config.get("use_cpu")
+    overridden = any(a.split("=")[0] in ("--bf16", "--use_cpu") for a in cli_args)
+    if wants_gpu and not overridden and not torch.cuda.is_available():
+        raise SystemExit(
+            f"{path} is a GPU recipe (bf16, meant for accelerate_configs/zero3.yaml on 8 GPUs) and this machine has no "
+            f"CUDA device. Use the CPU default instead (e.g. `--config {Path(path).name}` resolves to recipes/), or "
+            "dry-run this one with `--bf16 false --use_cpu true --model_name_or_path <a tiny model>`."
+        )
 
 
 def setup_logging(level: int | str = logging.INFO) -> None:
