@@ -46,7 +46,7 @@ def test_every_recipe_yaml_parses(path):
     assert parsed
     if path.name.startswith("hyp_"):
         hypothesis = path.stem[-1].upper()
-        for script_args, training_args, model_args in parsed:
+        for _, training_args, model_args in parsed:
             assert training_args.hypothesis == hypothesis
             assert training_args.seed == 0 and model_args.model_name_or_path
 
