@@ -1,0 +1,32 @@
+"""Compression ratio (gzip size reduction of the joined texts) and ROUGE-L homogenization.
+
+Both follow the `diversity` package (Shaib et al. 2024, "Standardizing the Measurement of Text Diversity"): the
+compression ratio is original bytes / gzip bytes of the space-joined corpus, homogenization is the mean pairwise
+ROUGE-L F-measure. We reimplement these two formulas because `diversity` 0.2 imports spaCy (and needs a spaCy
+language model) at package import, which an offline install cannot provide; ROUGE-L comes from `rouge-score`, the
+library `diversity` itself uses.
+"""
+
+import gzip
+
+import datasets
+import evaluate
+
+
+class Compression(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=__doc__, citation="Shaib et al. 2024, arXiv:2403.00553",
+            inputs_description="predictions: list of str",
+            features=datasets.Features({"predictions": datasets.Value("string")}),
+        )  # fmt: skip
+
+    def _compute(self, predictions, max_pairs: int = 2000):
+        from rouge_score import rouge_scorer
+
+        data = " ".join(predictions).encode("utf-8")
+        ratio = len(data) / len(gzip.compress(data, mtime=0)) if data else 0.0
+        pairs = [(i, j) for i in range(len(predictions)) for j in range(i + 1, len(predictions))][:max_pairs]
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+        hom = sum(scorer.score(predictions[i], predictions[j])["rougeL"].fmeasure for i, j in pairs)
+        return {"compression_ratio": ratio, "homogenization_rougel": hom / len(pairs) if pairs else 0.0}

@@ -1,0 +1,25 @@
+"""Self-BLEU (sacrebleu): mean BLEU of each prediction against all the others; higher = more repetitive."""
+
+import datasets
+import evaluate
+
+
+class SelfBleu(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=__doc__, citation="Zhu et al. 2018, Texygen", inputs_description="predictions: list of str",
+            features=datasets.Features({"predictions": datasets.Value("string")}),
+        )  # fmt: skip
+
+    def _compute(self, predictions, max_references: int = 64):
+        from sacrebleu.metrics import BLEU
+
+        bleu = BLEU(effective_order=True)
+        if len(predictions) < 2:
+            return {"self_bleu": 0.0}
+        scores = []
+        for i, hypothesis in enumerate(predictions):
+            others = predictions[:i] + predictions[i + 1 :]
+            references = others[:max_references]  # a fixed, deterministic cap keeps large sets tractable
+            scores.append(bleu.sentence_score(hypothesis, references).score / 100.0)
+        return {"self_bleu": sum(scores) / len(scores)}
