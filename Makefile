@@ -20,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) recipes/prepare_data.py --config recipes/prepare_data.yaml
+	$(PY) recipes/run_hypotheses.py --config recipes/run_hypotheses.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q tests

@@ -196,6 +196,7 @@ class DensityGRPOTrainer(GRPOTrainer):
         require_density_source(args, self.density_index, density_sampler)
         self._user_sampler = density_sampler
         self._active_sampler = None
+        self._sampler_ess: float | None = None
         if args.sft_coef > 0 and (train_dataset is None or args.sft_column not in train_dataset.column_names):
             raise ValueError(
                 f"sft_coef={args.sft_coef} needs a {args.sft_column!r} column in the train dataset (the response to "
@@ -250,6 +251,7 @@ class DensityGRPOTrainer(GRPOTrainer):
             repeat_count=self.num_iterations * self.args.steps_per_generation,
         )  # fmt: skip
         self._active_sampler = sampler
+        self._sampler_ess = sampler.summary()["ess"] if hasattr(sampler, "summary") else None
         return sampler
 
     # --- rewards and advantages -----------------------------------------------------------------------------------
@@ -302,8 +304,8 @@ class DensityGRPOTrainer(GRPOTrainer):
             truth = per_func[:, self.reward_func_names.index("ground_truth")]
         if mode == "train":
             metrics["density/rare_frac"].append(sum(b == "rare" for b in buckets) / len(buckets))
-            if self._active_sampler is not None and hasattr(self._active_sampler, "summary"):
-                metrics["density/ess"] = [self._active_sampler.summary()["ess"]]
+            if self._sampler_ess is not None:
+                metrics["density/ess"] = [self._sampler_ess]
         for bucket in BUCKETS:
             mask = torch.tensor([b == bucket for b in buckets], device=rewards.device)
             if not mask.any():

@@ -106,6 +106,7 @@ class DensityRewardTrainer(RewardTrainer):
         require_density_source(args, self.density_index, density_sampler)
         self._user_sampler = density_sampler
         self._active_sampler = None
+        self._sampler_ess: float | None = None
         self._resume_checkpoint: str | None = None
         self._eval_counts: Counter = Counter()
         self._seen_ids: list[str] = []
@@ -149,6 +150,7 @@ class DensityRewardTrainer(RewardTrainer):
             )
         load_sampler_state(sampler, self._resume_checkpoint)
         self._active_sampler = sampler
+        self._sampler_ess = sampler.summary()["ess"] if hasattr(sampler, "summary") else None
         return sampler
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
@@ -188,21 +190,24 @@ class DensityRewardTrainer(RewardTrainer):
 
     def _log_groups(self, logits: torch.Tensor, groups: dict[str, torch.Tensor]) -> None:
         mode = "train" if self.model.training else "eval"
-        chosen, rejected = torch.chunk(logits.squeeze(-1).float(), chunks=2)
-        correct = self.accelerator.gather_for_metrics((chosen > rejected).float())
-        losses = self.accelerator.gather_for_metrics(-F.logsigmoid(chosen - rejected))
-        groups = {col: self.accelerator.gather_for_metrics(codes.to(logits.device)) for col, codes in groups.items()}
-        if mode == "train":
+        if mode == "train":  # only the share of rare-bucket pairs; the per-group metrics are evaluation's
             if BUCKET_COLUMN in groups:
                 rare = (
                     self._group_vocab[BUCKET_COLUMN].index("rare")
                     if "rare" in self._group_vocab[BUCKET_COLUMN]
                     else -2
                 )
-                self._metrics[mode]["density/rare_frac"].extend((groups[BUCKET_COLUMN] == rare).float().tolist())
-            if self._active_sampler is not None and hasattr(self._active_sampler, "summary"):
-                self._metrics[mode]["density/ess"] = [self._active_sampler.summary()["ess"]]
+                is_rare = self.accelerator.gather_for_metrics(
+                    (groups[BUCKET_COLUMN] == rare).float().to(logits.device)
+                )
+                self._metrics[mode]["density/rare_frac"].extend(is_rare.tolist())
+            if self._sampler_ess is not None:
+                self._metrics[mode]["density/ess"] = [self._sampler_ess]
             return
+        chosen, rejected = torch.chunk(logits.squeeze(-1).float(), chunks=2)
+        correct = self.accelerator.gather_for_metrics((chosen > rejected).float())
+        losses = self.accelerator.gather_for_metrics(-F.logsigmoid(chosen - rejected))
+        groups = {col: self.accelerator.gather_for_metrics(codes.to(logits.device)) for col, codes in groups.items()}
         for col, codes in groups.items():
             for code, value in enumerate(self._group_vocab[col]):
                 mask = codes == code

@@ -205,8 +205,11 @@ def _prompt_id_column(dataset: Any, column: str):
                 "`dataset.map(lambda x: {'prompt_id': density_rlhf.prompt_id(x['prompt'])})`."
             )
         if hasattr(dataset, "data") and hasattr(dataset, "_indices"):  # a map-style `datasets.Dataset`
-            table = dataset.flatten_indices() if dataset._indices is not None else dataset
-            return table.data.column(column)
+            # Materialize only this column: flattening a whole tokenized dataset would cost more than the mapping.
+            single = dataset.select_columns([column])
+            if single._indices is not None:
+                single = single.flatten_indices()
+            return single.data.column(column)
         return dataset[column]
     return list(dataset)
 

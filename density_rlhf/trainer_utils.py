@@ -170,19 +170,13 @@ class GroupLabelCollator:
         self.record_ids = record_ids
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        labels = {col: [] for col in self.vocab}
-        stripped, row_ids = [], []
-        for example in examples:
-            example = dict(example)
-            for col in self.vocab:
-                labels[col].append(self._codes[col].get(str(example.pop(col, "")), -1))
-            row_ids.append(example.pop("id", None))
-            stripped.append(example)
-        batch = self.collator(stripped)
-        for col, codes in labels.items():
-            batch[f"group::{col}"] = torch.tensor(codes, dtype=torch.long)
+        drop = {*self.vocab, "id"}
+        batch = self.collator([{k: v for k, v in example.items() if k not in drop} for example in examples])
+        for col, codes in self._codes.items():
+            labels = [codes.get(str(example.get(col, "")), -1) for example in examples]
+            batch[f"group::{col}"] = torch.tensor(labels, dtype=torch.long)
         if self.record_ids:
-            batch["row_ids"] = row_ids
+            batch["row_ids"] = [example.get("id") for example in examples]
         return batch
 
 

@@ -1,0 +1,230 @@
+"""Held-out evaluation of policies and reward models, per density bucket (the experiment's measurements)."""
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .index import BUCKETS
+
+
+logger = logging.getLogger(__name__)
+
+ALL = "all"
+# Within-prompt diversity (across the k samples of one prompt) uses the cheap metrics; across-prompt the full set.
+WITHIN_METRICS = ("distinct_1", "distinct_2", "embedding_diversity", "self_bleu")
+
+
+@dataclass
+class EvaluateArguments:
+    r"""
+    Arguments of `recipes/evaluate.py`.
+
+    Parameters:
+        data_dir (`str`, *optional*, defaults to `"outputs/data"`):
+            Prepared data; the `split` is evaluated.
+        split (`str`, *optional*, defaults to `"test"`):
+            Held-out split.
+        density_index_path (`str`, *optional*, defaults to `"outputs/density"`):
+            Index whose buckets (rare/mid/common) the held-out prompts are assigned to.
+        policies (`list[str]`, *optional*):
+            `name=path` of each policy to sample from.
+        reward_models (`list[str]`, *optional*):
+            `name=path` of each reward model; every policy sample is scored by each, and each is evaluated on the
+            held-out pairs.
+        num_samples (`int`, *optional*, defaults to `4`):
+            Samples per held-out prompt.
+        prompts_per_topic (`int` or `None`, *optional*):
+            Keep at most this many unique prompts per topic (all prompts when the data has no topics).
+        max_new_tokens / temperature / batch_size (*optional*):
+            Generation settings.
+        seed (`int`, *optional*, defaults to `0`):
+            Seeds sampling; the same seed gives the same samples.
+        output_file (`str`, *optional*, defaults to `"outputs/eval/results.json"`):
+            Where the measurements are written.
+    """
+
+    data_dir: str = field(default="outputs/data", metadata={"help": "Prepared data directory."})
+    split: str = field(default="test", metadata={"help": "Held-out split to evaluate."})
+    density_index_path: str = field(default="outputs/density", metadata={"help": "Density index for the buckets."})
+    policies: list[str] = field(default_factory=list, metadata={"help": "name=path of each policy."})
+    reward_models: list[str] = field(default_factory=list, metadata={"help": "name=path of each reward model."})
+    num_samples: int = field(default=4, metadata={"help": "Samples per held-out prompt."})
+    prompts_per_topic: int | None = field(default=None, metadata={"help": "Unique prompts kept per topic."})
+    max_new_tokens: int = field(default=24, metadata={"help": "Generation length."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    output_file: str = field(default="outputs/eval/results.json", metadata={"help": "Output JSON file."})
+
+    def __post_init__(self):
+        for spec in (*self.policies, *self.reward_models):
+            if "=" not in spec:
+                raise ValueError(f"{spec!r} must be name=path, e.g. `--policies A=outputs/hyp_a/grpo`.")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}.")
+
+
+def parse_named(specs: list[str]) -> dict[str, str]:
+    return dict(spec.split("=", 1) for spec in specs)
+
+
+def held_out_prompts(split, prompts_per_topic: int | None) -> list[dict[str, Any]]:
+    """Unique prompts of the split (first occurrence), at most `prompts_per_topic` per topic, in a stable order."""
+    seen, per_topic, rows = set(), defaultdict(int), []
+    for row in split:
+        topic = row.get("topic", ALL)
+        if row["prompt_id"] in seen or (prompts_per_topic and per_topic[topic] >= prompts_per_topic):
+            continue
+        seen.add(row["prompt_id"])
+        per_topic[topic] += 1
+        rows.append({"prompt": row["prompt"], "prompt_id": row["prompt_id"], "topic": row.get("topic")})
+    return rows
+
+
+@torch.inference_mode()
+def generate_samples(
+    model_path: str, prompts: list[str], num_samples: int, *, max_new_tokens: int = 24, temperature: float = 1.0,
+    batch_size: int = 64, seed: int = 0,
+) -> list[list[str]]:  # fmt: skip
+    """`num_samples` sampled completions per prompt; identical for the same seed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    generator_seed = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator_seed)))
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        generated = model.generate(
+            **enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+            num_return_sequences=num_samples, pad_token_id=tokenizer.pad_token_id,
+        )  # fmt: skip
+        texts = tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        out += [texts[i * num_samples : (i + 1) * num_samples] for i in range(len(batch))]
+    return out
+
+
+def _mean(values) -> float:
+    values = [v for v in values if v is not None and not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def evaluate_policy(
+    samples: list[list[str]], rows: list[dict[str, Any]], buckets: list[str], scorers: dict[str, Any],
+    embeddings: np.ndarray,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Reward (per reward model), ground-truth rule satisfaction and diversity, per bucket and overall."""
+    from .data import rule_satisfied
+    from .metrics import diversity_metrics, load_metric
+
+    k = len(samples[0])
+    flat_prompts = [r["prompt"] for r in rows for _ in range(k)]
+    flat = [c for group in samples for c in group]
+    rewards = {
+        name: np.asarray(scorer(prompts=flat_prompts, completions=flat)).reshape(len(rows), k)
+        for name, scorer in scorers.items()
+    }
+    truth = None
+    if all(r["topic"] for r in rows):
+        truth = np.array(
+            [[float(rule_satisfied(r["topic"], r["prompt"], c)) for c in group] for r, group in zip(rows, samples)]
+        )
+    emb = embeddings.reshape(len(rows), k, -1)
+    within = []
+    # Diversity across the k samples of each prompt. `_compute` is the module's own formula without evaluate's
+    # per-call Arrow round trip, which would dominate for hundreds of tiny groups.
+    distinct, embedding, bleu = (load_metric(m) for m in ("distinct_n", "embedding_diversity", "self_bleu"))
+    for i, group in enumerate(samples):
+        stats = distinct._compute(predictions=group)
+        stats.update(embedding._compute(predictions=group, embeddings=emb[i]))
+        stats.update(bleu._compute(predictions=group))
+        within.append(stats)
+    results = {}
+    for bucket in (*BUCKETS, ALL):
+        idx = [i for i, b in enumerate(buckets) if bucket in (ALL, b)]
+        if not idx:
+            continue
+        res = {"n_prompts": float(len(idx))}
+        for name, r in rewards.items():
+            res[f"reward/{name}"] = float(r[idx].mean())
+        if truth is not None:
+            res["rule_satisfied"] = float(truth[idx].mean())
+        for metric in WITHIN_METRICS:
+            res[f"within/{metric}"] = _mean(within[i][metric] for i in idx)
+        across = [samples[i][0] for i in idx]  # one sample per prompt: diversity across prompts
+        for key, value in diversity_metrics(across, emb[idx, 0]).items():
+            res[f"across/{key}"] = value
+        res["em_dash_rate"] = load_metric("em_dash_rate").compute(predictions=[c for i in idx for c in samples[i]])[
+            "em_dash_rate"
+        ]
+        results[bucket] = res
+    return results
+
+
+def evaluate_reward_model(scorer, split, buckets: list[str]) -> dict[str, dict[str, float]]:
+    """Held-out accuracy and Bradley-Terry loss of a reward model, per bucket, per topic and overall."""
+    prompts = list(split["prompt"])
+    chosen = np.asarray(scorer(prompts=prompts, completions=list(split["chosen"])))
+    rejected = np.asarray(scorer(prompts=prompts, completions=list(split["rejected"])))
+    margin = chosen - rejected
+    correct, loss = (margin > 0).astype(float), np.logaddexp(0.0, -margin)
+    groups: dict[str, list[int]] = defaultdict(list)
+    topics = split["topic"] if "topic" in split.column_names else [None] * len(split)
+    for i, (bucket, topic) in enumerate(zip(buckets, topics)):
+        groups[ALL].append(i)
+        groups[bucket].append(i)
+        if topic is not None:
+            groups[f"topic/{topic}"].append(i)
+    if "is_rare" in split.column_names:
+        for i, rare in enumerate(split["is_rare"]):
+            groups["rare_topics" if rare else "other_topics"].append(i)
+    return {
+        g: {"accuracy": float(correct[idx].mean()), "loss": float(loss[idx].mean()), "n": float(len(idx))}
+        for g, idx in groups.items()
+    }
+
+
+def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
+    """Sample every policy, score with every reward model and the ground truth, measure diversity; write JSON."""
+    from datasets import load_from_disk
+
+    from .grpo_trainer import RewardModelScorer
+    from .index import DensityIndex, embed_prompts
+
+    split = load_from_disk(str(Path(args.data_dir) / "dataset"))[args.split]
+    index = DensityIndex.load(args.density_index_path)
+    rows = held_out_prompts(split, args.prompts_per_topic)
+    prompt_buckets = index.buckets_for([r["prompt_id"] for r in rows], [r["prompt"] for r in rows])
+    pair_buckets = index.buckets_for(list(split["prompt_id"]), list(split["prompt"]))
+    scorers = {name: RewardModelScorer(path) for name, path in parse_named(args.reward_models).items()}
+    results: dict[str, Any] = {
+        "reward_models": {},
+        "policies": {},
+        "n_prompts": len(rows),
+        "num_samples": args.num_samples,
+    }
+    for name, scorer in scorers.items():
+        results["reward_models"][name] = evaluate_reward_model(scorer, split, pair_buckets)
+    for name, path in parse_named(args.policies).items():
+        logger.info("evaluating policy %s (%s) on %d prompts x %d samples", name, path, len(rows), args.num_samples)
+        samples = generate_samples(
+            path, [r["prompt"] for r in rows], args.num_samples, max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature, batch_size=args.batch_size, seed=args.seed,
+        )  # fmt: skip
+        embeddings = embed_prompts([c for g in samples for c in g], show_progress=False)
+        results["policies"][name] = evaluate_policy(samples, rows, prompt_buckets, scorers, embeddings)
+        results.setdefault("samples", {})[name] = [
+            {"prompt": r["prompt"], "samples": s} for r, s in zip(rows[:5], samples[:5])
+        ]
+    Path(args.output_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output_file).write_text(json.dumps(results, indent=2) + "\n")
+    return results

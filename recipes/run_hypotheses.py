@@ -1,0 +1,29 @@
+"""The whole experiment in one command (this is `make demo`): data -> density index -> SFT -> reward models A and B
+-> GRPO A, B, C, D -> evaluation -> results.json, report.md and plots.
+
+Usage:
+
+    python recipes/run_hypotheses.py --config recipes/run_hypotheses.yaml
+    python recipes/run_hypotheses.py --config run_hypotheses.yaml --seeds 0 1 2 --output_dir outputs/run3
+
+Re-running resumes: stages whose outputs carry a marker with the same configuration hash are skipped.
+"""
+
+import sys
+
+from density_rlhf.cli import parse_args, setup_logging
+from density_rlhf.runner import RunnerArguments, StageFailed, run
+
+
+def main(script_args: RunnerArguments) -> None:
+    try:
+        run(script_args)
+    except StageFailed as err:
+        sys.exit(str(err))
+    print(f"done: {script_args.output_dir}/report.md, results.json and plots")
+
+
+if __name__ == "__main__":
+    setup_logging()
+    (script_args,) = parse_args([RunnerArguments])
+    main(script_args)
