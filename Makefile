@@ -8,6 +8,8 @@ TORCH_PIN ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
+# DeepSpeed builds as pure Python (its CUDA ops compile just in time on GPU machines).
+export DS_BUILD_OPS ?= 0
 
 .PHONY: demo test test-all style quality bench install clean
 
@@ -38,6 +40,7 @@ quality: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_density.py
+	$(PY) benchmarks/bench_trainer.py
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -3,11 +3,14 @@
     python benchmarks/bench_trainer.py                 # both sections, 5 interleaved rounds each
     python benchmarks/bench_trainer.py --sections rm --rounds 3 --rm-steps 100
 
-- rm:   DensityRewardTrainer (density sampling on) vs trl.RewardTrainer, tiny Llama reward model.
-- grpo: DensityGRPOTrainer (density sampling on, advantage_mode grpo) vs trl.GRPOTrainer with the same reward
-        functions (the trained-RM scorer and the weight-0 ground-truth checker), tiny Llama policy. Density sampling
-        draws other prompts (rarer ones, with other completion lengths), so the same trainer with sampling off is
-        also timed: that ratio is the wrapper's own overhead.
+- rm:   DensityRewardTrainer vs trl.RewardTrainer, tiny Llama reward model.
+- grpo: DensityGRPOTrainer (advantage_mode grpo) vs trl.GRPOTrainer with the same reward functions (the
+        trained-RM scorer and the weight-0 ground-truth checker), tiny Llama policy.
+
+Each is timed three ways: density sampling with the index's weights (alpha = 1), density sampling with alpha = 0
+(the same machinery drawing a uniform mix, which isolates the sampler's and the logging's cost), and sampling off.
+On the synthetic world alpha = 1 moves a third of the batches to rare topics whose answers are longer, so part of
+its ratio is the data, not the code.
 
 Rounds alternate the two trainers so machine drift hits both; the ratio is of the median steps/s. Only `train()` is
 timed (construction and dataset preprocessing excluded).
@@ -39,61 +42,74 @@ def _timed_train(trainer) -> float:
     return trainer.state.global_step / (time.perf_counter() - start)
 
 
+def _compare(section: str, variants: dict, rounds: int, steps: int) -> None:
+    """Time every variant once per round (rotating the order), then print median steps/s ratios to the baseline."""
+    names = list(variants)
+    rates = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in order:
+                rates[name].append(_timed_train(variants[name](tmp)))
+        print(
+            f"{section:<4} round {r}: " + "  ".join(f"{n} {rates[n][-1]:.2f}" for n in names) + " steps/s", flush=True
+        )
+    base = statistics.median(rates[names[-1]])
+    for name in names[:-1]:
+        print(
+            f"{section:<4} {name} / {names[-1]} = {statistics.median(rates[name]) / base:.3f} (median of {rounds} rounds, {steps} steps)"
+        )
+
+
 def bench_rm(root: Path, rounds: int, steps: int) -> None:
     data = load_from_disk(str(root / "data" / "dataset"))["train"]
-    model, tok = (
-        str(root / "data" / "tiny" / "reward"),
-        AutoTokenizer.from_pretrained(root / "data" / "tiny" / "reward"),
-    )
-    rm_kwargs = dict(
-        per_device_train_batch_size=32, max_steps=steps, gradient_checkpointing=False, max_length=256, **COMMON
-    )
-    ours, theirs = [], []
-    for r in range(rounds):
-        with tempfile.TemporaryDirectory() as tmp:
-            a = DensityRewardConfig(
-                f"{tmp}/d", density_sampling=True, density_index_path=str(root / "density"), **rm_kwargs
-            )
-            ours.append(_timed_train(DensityRewardTrainer(model, a, train_dataset=data, processing_class=tok)))
-            b = RewardConfig(f"{tmp}/t", **rm_kwargs)
-            theirs.append(_timed_train(RewardTrainer(model, b, train_dataset=data, processing_class=tok)))
-        print(f"rm   round {r}: density {ours[-1]:6.1f} steps/s  RewardTrainer {theirs[-1]:6.1f} steps/s", flush=True)
-    ratio = statistics.median(ours) / statistics.median(theirs)
-    print(f"rm   DensityRewardTrainer / RewardTrainer = {ratio:.3f} (median of {rounds} rounds, {steps} steps each)")
+    model = str(root / "data" / "tiny" / "reward")
+    tok = AutoTokenizer.from_pretrained(model)
+    kw = dict(per_device_train_batch_size=32, max_steps=steps, gradient_checkpointing=False, max_length=256, **COMMON)
+    index = str(root / "density")
+
+    def ours(**density):
+        return lambda tmp: DensityRewardTrainer(
+            model, DensityRewardConfig(f"{tmp}/d", density_index_path=index, **density, **kw), train_dataset=data,
+            processing_class=tok,
+        )  # fmt: skip
+
+    _compare("rm", {
+        "density(alpha=1)": ours(density_sampling=True),
+        "density(alpha=0)": ours(density_sampling=True, density_alpha=0.0),
+        "density-off": ours(density_sampling=False),
+        "RewardTrainer": lambda tmp: RewardTrainer(model, RewardConfig(f"{tmp}/t", **kw), train_dataset=data, processing_class=tok),
+    }, rounds, steps)  # fmt: skip
 
 
 def bench_grpo(root: Path, rounds: int, steps: int) -> None:
     data = load_from_disk(str(root / "data" / "dataset"))["train"]
     policy, rm = str(root / "data" / "tiny" / "policy"), str(root / "data" / "tiny" / "reward")
     tok = AutoTokenizer.from_pretrained(policy)
-    grpo_kwargs = dict(
-        per_device_train_batch_size=16, num_generations=4, max_completion_length=24, max_steps=steps, **COMMON
-    )
-    ours, off, theirs = [], [], []
-    for r in range(rounds):
-        with tempfile.TemporaryDirectory() as tmp:
-            for sampling, out in ((True, ours), (False, off)):
-                a = DensityGRPOConfig(
-                    f"{tmp}/d{sampling}", density_sampling=sampling, density_index_path=str(root / "density"),
-                    reward_model_path=rm, **grpo_kwargs,
-                )  # fmt: skip
-                out.append(_timed_train(DensityGRPOTrainer(policy, args=a, train_dataset=data, processing_class=tok)))
-            b = GRPOConfig(f"{tmp}/t", reward_weights=[1.0, 0.0], **grpo_kwargs)
-            scorer = RewardModelScorer(rm)
-            trainer = GRPOTrainer(
-                policy, [scorer, GroundTruthReward()], args=b, train_dataset=data, processing_class=tok
-            )
-            scorer.to(trainer.accelerator.device)
-            theirs.append(_timed_train(trainer))
-        print(
-            f"grpo round {r}: density on {ours[-1]:6.2f}  off {off[-1]:6.2f}  GRPOTrainer {theirs[-1]:6.2f} steps/s",
-            flush=True,
+    kw = dict(per_device_train_batch_size=16, num_generations=4, max_completion_length=24, max_steps=steps, **COMMON)
+    index = str(root / "density")
+
+    def ours(**density):
+        return lambda tmp: DensityGRPOTrainer(
+            policy, args=DensityGRPOConfig(f"{tmp}/d", density_index_path=index, reward_model_path=rm, **density, **kw),
+            train_dataset=data, processing_class=tok,
+        )  # fmt: skip
+
+    def trl(tmp):
+        scorer = RewardModelScorer(rm)
+        args = GRPOConfig(f"{tmp}/t", reward_weights=[1.0, 0.0], **kw)
+        trainer = GRPOTrainer(
+            policy, [scorer, GroundTruthReward()], args=args, train_dataset=data, processing_class=tok
         )
-    base = statistics.median(theirs)
-    print(
-        f"grpo DensityGRPOTrainer / GRPOTrainer = {statistics.median(ours) / base:.3f} with density sampling, "
-        f"{statistics.median(off) / base:.3f} without (median of {rounds} rounds, {steps} steps each)"
-    )
+        scorer.to(trainer.accelerator.device)
+        return trainer
+
+    _compare("grpo", {
+        "density(alpha=1)": ours(density_sampling=True),
+        "density(alpha=0)": ours(density_sampling=True, density_alpha=0.0),
+        "density-off": ours(density_sampling=False),
+        "GRPOTrainer": trl,
+    }, rounds, steps)  # fmt: skip
 
 
 def main():

@@ -143,6 +143,21 @@ def load_train_eval(script_args: DensityScriptArguments, seed: int = 0):
     return train, test
 
 
+def load_model_and_tokenizer(model_args, training_args, model_class, **model_kwargs):
+    """Tokenizer and model from `model_args` (revision, dtype, attention) with `trust_remote_code` from the config."""
+    from transformers import AutoTokenizer
+
+    trust = getattr(training_args, "trust_remote_code", False)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=trust
+    )
+    model = model_class.from_pretrained(
+        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=trust,
+        dtype=model_args.dtype or "float32", attn_implementation=model_args.attn_implementation, **model_kwargs,
+    )  # fmt: skip
+    return model, tokenizer
+
+
 def ensure_index_for(training_args, script_args: DensityScriptArguments) -> None:
     """Build the density index at `training_args.density_index_path` when it is missing (first run on a clone)."""
     from .stages import BuildDensityArguments, build_density

@@ -3,7 +3,6 @@
 import copy
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,10 +17,8 @@ from .sampler import DensityRepeatSampler
 from .trainer_utils import (
     BUCKET_COLUMN,
     DensityConfigMixin,
+    DensityTrainerMixin,
     add_bucket_column,
-    density_card_section,
-    load_density_index,
-    require_density_source,
 )
 
 
@@ -158,7 +155,7 @@ class RewardModelScorer:
         return scores
 
 
-class DensityGRPOTrainer(GRPOTrainer):
+class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
     """[`~trl.GRPOTrainer`] with density-weighted prompt sampling (Hypotheses C and D), the advantage modes of
     `density_rlhf.advantages`, an optional SFT term, and per-density-bucket reward logging.
 
@@ -187,16 +184,7 @@ class DensityGRPOTrainer(GRPOTrainer):
         density_sampler: Sampler | None = None,
         **kwargs,
     ):
-        if args is None:
-            name = model if isinstance(model, str) else model.config._name_or_path
-            args = DensityGRPOConfig(f"{str(name).split('/')[-1]}-DensityGRPO")
-        if not isinstance(args, DensityGRPOConfig):
-            raise TypeError(f"args must be a DensityGRPOConfig, got {type(args).__name__}.")
-        self.density_index = load_density_index(args, density_index)
-        require_density_source(args, self.density_index, density_sampler)
-        self._user_sampler = density_sampler
-        self._active_sampler = None
-        self._sampler_ess: float | None = None
+        args = self._init_density(model, args, DensityGRPOConfig, "DensityGRPO", density_index, density_sampler)
         if args.sft_coef > 0 and (train_dataset is None or args.sft_column not in train_dataset.column_names):
             raise ValueError(
                 f"sft_coef={args.sft_coef} needs a {args.sft_column!r} column in the train dataset (the response to "
@@ -250,9 +238,7 @@ class DensityGRPOTrainer(GRPOTrainer):
             batch_size=self.args.generation_batch_size // self.num_generations,
             repeat_count=self.num_iterations * self.args.steps_per_generation,
         )  # fmt: skip
-        self._active_sampler = sampler
-        self._sampler_ess = sampler.summary()["ess"] if hasattr(sampler, "summary") else None
-        return sampler
+        return self._use_sampler(sampler)
 
     # --- rewards and advantages -----------------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -359,13 +345,7 @@ class DensityGRPOTrainer(GRPOTrainer):
     # --- model card -----------------------------------------------------------------------------------------------
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags: Any = None):
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        path = Path(self.args.output_dir, "README.md")
-        if not self.is_world_process_zero() or not path.exists():
-            return
-        sources = sorted(set(self.train_dataset.unique("src"))) if "src" in self.train_dataset.column_names else []
-        section = density_card_section(self.args, self.density_index, self._active_sampler, sources, {})
         extra = f"- Advantage mode: `{self.args.advantage_mode}`; SFT coefficient {self.args.sft_coef}\n"
         if self.args.reward_model_path:
             extra += f"- Reward model: `{self.args.reward_model_path}`\n"
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(section + extra)
+        self._append_card_section({}, extra)

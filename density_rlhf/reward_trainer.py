@@ -17,16 +17,14 @@ from .sampler import DensitySampler
 from .trainer_utils import (
     BUCKET_COLUMN,
     DensityConfigMixin,
+    DensityTrainerMixin,
     GroupLabelCollator,
     add_bucket_column,
-    density_card_section,
     group_columns,
     group_metric_prefix,
     group_vocab,
-    load_density_index,
     load_sampler_state,
     pop_group_labels,
-    require_density_source,
     save_sampler_state,
     write_seen_ids,
 )
@@ -68,7 +66,7 @@ class DensityRewardConfig(DensityConfigMixin, RewardConfig):
         self._validate_density_fields()
 
 
-class DensityRewardTrainer(RewardTrainer):
+class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
     """[`~trl.RewardTrainer`] that samples pairs by prompt density and reports metrics per density bucket.
 
     With `density_sampling=False` and no `density_sampler`, training is exactly `RewardTrainer`'s (same sampler, same
@@ -97,16 +95,7 @@ class DensityRewardTrainer(RewardTrainer):
         density_sampler: Sampler | None = None,
         **kwargs,
     ):
-        if args is None:
-            name = model if isinstance(model, str) else model.config._name_or_path
-            args = DensityRewardConfig(f"{str(name).split('/')[-1]}-DensityReward")
-        if not isinstance(args, DensityConfigMixin):
-            raise TypeError(f"args must be a DensityRewardConfig, got {type(args).__name__}.")
-        self.density_index = load_density_index(args, density_index)
-        require_density_source(args, self.density_index, density_sampler)
-        self._user_sampler = density_sampler
-        self._active_sampler = None
-        self._sampler_ess: float | None = None
+        args = self._init_density(model, args, DensityRewardConfig, "DensityReward", density_index, density_sampler)
         self._resume_checkpoint: str | None = None
         self._eval_counts: Counter = Counter()
         self._seen_ids: list[str] = []
@@ -149,9 +138,7 @@ class DensityRewardTrainer(RewardTrainer):
                 "`trainer.train_dataset`."
             )
         load_sampler_state(sampler, self._resume_checkpoint)
-        self._active_sampler = sampler
-        self._sampler_ess = sampler.summary()["ess"] if hasattr(sampler, "summary") else None
-        return sampler
+        return self._use_sampler(sampler)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
         checkpoint = resume_from_checkpoint
@@ -239,12 +226,4 @@ class DensityRewardTrainer(RewardTrainer):
     # --- model card -----------------------------------------------------------------------------------------------
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags: Any = None):
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        path = os.path.join(self.args.output_dir, "README.md")
-        if not self.is_world_process_zero() or not os.path.exists(path):
-            return
-        sources = sorted(set(self.train_dataset.unique("src"))) if "src" in self.train_dataset.column_names else []
-        section = density_card_section(
-            self.args, self.density_index, self._active_sampler, sources, self._last_bucket_eval
-        )
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(section)
+        self._append_card_section(self._last_bucket_eval)

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -105,7 +106,11 @@ class Stage:
 
     @property
     def hash(self) -> str:
-        payload = json.dumps([self.script, self.config, self.args, [d.hash for d in self.deps]])
+        """Changes with the script, the config's content (not just its name), the arguments and any upstream stage."""
+        config = load_config(resolve_config(self.config), self.section) if self.config else None
+        payload = json.dumps(
+            [self.script, config, self.args, [d.hash for d in self.deps]], sort_keys=True, default=str
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -202,16 +207,28 @@ def _command(stage: Stage, launcher: str) -> list[str]:
 
 
 def run_stage(stage: Stage, launcher: str, log_dir: Path, index: int, total: int) -> dict[str, Any]:
-    """Run one stage unless its marker matches; raise `StageFailed` naming the stage and its log."""
+    """Run one stage unless it already finished with this configuration; raise `StageFailed` naming stage and log.
+
+    The marker records the configuration hash when the stage starts and `done` when it finishes. A finished stage
+    with the same hash is skipped; an unfinished one with the same hash resumes from its own checkpoints; output
+    left by another configuration is removed first, so no stale checkpoint is resumed.
+    """
     marker = stage.output / MARKER
-    if marker.exists() and json.loads(marker.read_text()).get("hash") == stage.hash:
+    previous = json.loads(marker.read_text()) if marker.exists() else None
+    if previous and previous.get("hash") == stage.hash and previous.get("status") == "done":
         print(f"[{index}/{total}] {stage.name}: up to date, skipped", flush=True)
-        return {"stage": stage.name, "skipped": True, **json.loads(marker.read_text())}
+        return {"stage": stage.name, "skipped": True, **previous}
+    if previous and previous.get("hash") != stage.hash:
+        shutil.rmtree(stage.output)
     log = log_dir / f"{stage.name.replace('[', '_').replace(']', '').replace('=', '')}.log"
     command = _command(stage, launcher)
-    print(f"[{index}/{total}] {stage.name}: running (log: {log})", flush=True)
+    resuming = previous is not None and previous.get("hash") == stage.hash
+    print(f"[{index}/{total}] {stage.name}: {'resuming' if resuming else 'running'} (log: {log})", flush=True)
+    stage.output.mkdir(parents=True, exist_ok=True)
+    info = {"hash": stage.hash, "command": shlex.join(command), "status": "running"}
+    marker.write_text(json.dumps(info, indent=2) + "\n")
     start = time.time()
-    with open(log, "w") as f:
+    with open(log, "a" if resuming else "w") as f:
         f.write(shlex.join(command) + "\n\n")
         f.flush()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -220,8 +237,7 @@ def run_stage(stage: Stage, launcher: str, log_dir: Path, index: int, total: int
     if result.returncode != 0:
         tail = log.read_text().splitlines()[-15:]
         raise StageFailed(f"stage {stage.name} failed (exit {result.returncode}); log: {log}\n" + "\n".join(tail))
-    stage.output.mkdir(parents=True, exist_ok=True)
-    info = {"hash": stage.hash, "seconds": round(seconds, 1), "command": shlex.join(command)}
+    info.update(status="done", seconds=round(seconds, 1))
     marker.write_text(json.dumps(info, indent=2) + "\n")
     print(f"[{index}/{total}] {stage.name}: done in {seconds:.0f}s", flush=True)
     return {"stage": stage.name, "skipped": False, **info}

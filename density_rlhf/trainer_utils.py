@@ -244,3 +244,35 @@ def density_card_section(args: DensityConfigMixin, index, sampler, sources: list
         for bucket, row in eval_table.items():
             lines.append(f"| {bucket} | {row['accuracy']:.4f} | {row['loss']:.4f} | {row.get('count', '')} |")
     return "\n".join(lines) + "\n"
+
+
+class DensityTrainerMixin:
+    """Set-up and model-card pieces shared by `DensityRewardTrainer` and `DensityGRPOTrainer`."""
+
+    def _init_density(self, model, args, config_cls: type, suffix: str, density_index, density_sampler):
+        """Default config, index loading and validation; returns the config to hand to TRL."""
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = config_cls(f"{str(name).split('/')[-1]}-{suffix}")
+        if not isinstance(args, config_cls):
+            raise TypeError(f"args must be a {config_cls.__name__}, got {type(args).__name__}.")
+        self.density_index = load_density_index(args, density_index)
+        require_density_source(args, self.density_index, density_sampler)
+        self._user_sampler = density_sampler
+        self._active_sampler = None
+        self._sampler_ess: float | None = None
+        return args
+
+    def _use_sampler(self, sampler):
+        self._active_sampler = sampler
+        self._sampler_ess = sampler.summary()["ess"] if hasattr(sampler, "summary") else None
+        return sampler
+
+    def _append_card_section(self, eval_table: dict, extra: str = "") -> None:
+        path = Path(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or not path.exists():
+            return
+        sources = sorted(set(self.train_dataset.unique("src"))) if "src" in self.train_dataset.column_names else []
+        section = density_card_section(self.args, self.density_index, self._active_sampler, sources, eval_table)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(section + extra)

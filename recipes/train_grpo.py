@@ -9,7 +9,7 @@ The hypothesis YAML's `grpo:` section (merged over its top level) fills the argu
 can go through vLLM exactly as in TRL (`use_vllm: true`, `vllm_mode: colocate` or `server`).
 """
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoModelForCausalLM, set_seed
 from trl import ModelConfig, get_peft_config
 
 from density_rlhf import DensityGRPOConfig, DensityGRPOTrainer
@@ -17,6 +17,7 @@ from density_rlhf.cli import (
     DensityScriptArguments,
     ensure_index_for,
     last_checkpoint,
+    load_model_and_tokenizer,
     load_train_eval,
     logger,
     parse_args,
@@ -33,15 +34,7 @@ def main(script_args: DensityScriptArguments, training_args: DensityGRPOConfig, 
         "hypothesis %s: GRPO with reward model %s, density sampling %s, advantages %s", training_args.hypothesis,
         training_args.reward_model_path, training_args.density_sampling, training_args.advantage_mode,
     )  # fmt: skip
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.model_name_or_path,
-        revision=model_args.model_revision,
-        trust_remote_code=training_args.trust_remote_code,
-    )
-    model = AutoModelForCausalLM.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, dtype=model_args.dtype or "float32",
-        trust_remote_code=training_args.trust_remote_code, attn_implementation=model_args.attn_implementation,
-    )  # fmt: skip
+    model, tokenizer = load_model_and_tokenizer(model_args, training_args, AutoModelForCausalLM)
     trainer = DensityGRPOTrainer(
         model, args=training_args, train_dataset=train,
         eval_dataset=test if training_args.eval_strategy != "no" else None, processing_class=tokenizer,

@@ -9,7 +9,7 @@ Usage:
 The hypothesis YAML's `reward:` section (merged over its top level) fills the arguments below.
 """
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+from transformers import AutoModelForSequenceClassification, set_seed
 from trl import ModelConfig, get_peft_config
 
 from density_rlhf import DensityRewardConfig, DensityRewardTrainer
@@ -17,6 +17,7 @@ from density_rlhf.cli import (
     DensityScriptArguments,
     ensure_index_for,
     last_checkpoint,
+    load_model_and_tokenizer,
     load_train_eval,
     logger,
     parse_args,
@@ -33,15 +34,9 @@ def main(script_args: DensityScriptArguments, training_args: DensityRewardConfig
         "hypothesis %s: reward model, density sampling %s", training_args.hypothesis, training_args.density_sampling
     )
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.model_name_or_path,
-        revision=model_args.model_revision,
-        trust_remote_code=training_args.trust_remote_code,
+    model, tokenizer = load_model_and_tokenizer(
+        model_args, training_args, AutoModelForSequenceClassification, num_labels=1
     )
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_args.model_name_or_path, num_labels=1, revision=model_args.model_revision,
-        trust_remote_code=training_args.trust_remote_code, dtype=model_args.dtype or "float32",
-    )  # fmt: skip
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     trainer = DensityRewardTrainer(

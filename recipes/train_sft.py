@@ -6,12 +6,13 @@ Usage:
     accelerate launch --config_file accelerate_configs/zero3.yaml recipes/train_sft.py --config recipes/scale/sft.yaml
 """
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoModelForCausalLM, set_seed
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from density_rlhf.cli import (
     DensityScriptArguments,
     last_checkpoint,
+    load_model_and_tokenizer,
     load_train_eval,
     parse_args,
     setup_logging,
@@ -30,11 +31,7 @@ def to_prompt_completion(split):
 def main(script_args: DensityScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
     set_seed(training_args.seed)
     train, test = load_train_eval(script_args, training_args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    model = AutoModelForCausalLM.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, dtype=model_args.dtype or "float32",
-        attn_implementation=model_args.attn_implementation,
-    )  # fmt: skip
+    model, tokenizer = load_model_and_tokenizer(model_args, training_args, AutoModelForCausalLM)
     trainer = SFTTrainer(
         model, training_args, train_dataset=to_prompt_completion(train),
         eval_dataset=to_prompt_completion(test) if training_args.eval_strategy != "no" else None,

@@ -59,6 +59,9 @@ def test_runner_resume_skips_completed_stages(smoke_run, capsys):
     changed = run(RunnerArguments(output_dir=str(root), **{**SMOKE, "grpo_max_steps": 1}))
     ran = {s["stage"] for s in changed["stages"] if not s["skipped"]}
     assert ran == {"grpo_A[seed=0]", "grpo_B[seed=0]", "grpo_C[seed=0]", "grpo_D[seed=0]", "evaluate[seed=0]"}
+    # The changed stages started from scratch (stale checkpoints removed), not from the old run's last checkpoint.
+    state = json.loads((root / "seed0" / "grpo_a" / "trainer_state.json").read_text())
+    assert state["global_step"] == 1 and state["max_steps"] == 1
 
 
 def test_failing_stage_names_itself_and_its_log(smoke_run, tmp_path):
@@ -113,3 +116,20 @@ def test_aggregate_pairs_differences_by_seed():
     diff = out["comparisons"]["B-A"]["rare"]["rule_satisfied"]
     assert diff["values"] == pytest.approx([0.3, 0.2, 0.35]) and diff["verdict"] == "higher"
     assert set(out["comparisons"]["B-A"]["rare"]) <= set(KEY_METRICS)
+
+
+def test_stage_hash_follows_the_config_content(tmp_path, monkeypatch):
+    import shutil
+
+    from .conftest import REPO
+
+    for name in ("hyp_a.yaml", "sft.yaml"):
+        shutil.copy(REPO / "recipes" / name, tmp_path / name)
+    args = RunnerArguments(output_dir=str(tmp_path / "out"), hypotheses=["A"], sft_config=str(tmp_path / "sft.yaml"),
+                           hypothesis_config=str(tmp_path / "hyp_{h}.yaml"))  # fmt: skip
+    before = {s.name: s.hash for s in build_stages(args)}
+    text = (tmp_path / "hyp_a.yaml").read_text().replace("max_steps: 200", "max_steps: 201")
+    (tmp_path / "hyp_a.yaml").write_text(text)
+    after = {s.name: s.hash for s in build_stages(args)}
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"grpo_A[seed=0]", "evaluate[seed=0]"}
