@@ -362,9 +362,10 @@ PREDICTIONS = [  # the seeds' predictions (research note 000), next to what was 
 def _fmt_stat(stat: dict[str, Any] | None, digits: int = 3) -> str:
     if stat is None or stat.get("mean") is None or (isinstance(stat["mean"], float) and math.isnan(stat["mean"])):
         return "n/a"
-    text = f"{stat['mean']:+.{digits}f}" if "verdict" in stat else f"{stat['mean']:.{digits}f}"
+    sign = "+" if "verdict" in stat else ""  # differences carry a sign, levels do not
+    text = f"{stat['mean']:{sign}.{digits}f}"
     if stat.get("ci_low") is not None:
-        text += f" [{stat['ci_low']:+.{digits}f}, {stat['ci_high']:+.{digits}f}]"
+        text += f" [{stat['ci_low']:{sign}.{digits}f}, {stat['ci_high']:{sign}.{digits}f}]"
     return text
 
 
@@ -518,11 +519,15 @@ def make_plots(results: dict[str, Any], root: Path, density_dir: Path, hypothese
         steps = [e["step"] for e in hist if "loss" in e]
         axes[0].plot(steps, [e["loss"] for e in hist if "loss" in e], label=f"RM {RM_NAMES[h]}")
     axes[0].set(xlabel="step", ylabel="loss", title=f"Reward-model training (seed {seed})")
+    # Each hypothesis optimizes its own reward model, so raw rewards are not comparable across A/C and B/D; the
+    # ground-truth rule satisfaction is, and is what the curves show when the data has it.
     for h in hypotheses:
         hist = _log_history(root / f"seed{seed}" / f"grpo_{h.lower()}")
-        steps = [e["step"] for e in hist if "reward" in e]
-        axes[1].plot(steps, [e["reward"] for e in hist if "reward" in e], label=h)
-    axes[1].set(xlabel="step", ylabel="reward", title=f"GRPO reward (seed {seed})")
+        key = "rewards/ground_truth/mean" if any("rewards/ground_truth/mean" in e for e in hist) else "reward"
+        steps = [e["step"] for e in hist if key in e]
+        axes[1].plot(steps, [e[key] for e in hist if key in e], label=h)
+        axes[1].set(xlabel="step", ylabel=key.split("/")[1] if "/" in key else key)
+    axes[1].set_title(f"GRPO training batches: ground-truth satisfaction (seed {seed})")
     for ax in axes:
         ax.legend(fontsize=8)
     save(fig, "training_curves.png")
