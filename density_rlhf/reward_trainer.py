@@ -1,7 +1,6 @@
 """`DensityRewardTrainer`: TRL's `RewardTrainer` with density-weighted sampling and per-bucket evaluation."""
 
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +8,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Sampler
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from trl import RewardConfig, RewardTrainer
 
 from .index import BUCKETS
@@ -23,9 +21,7 @@ from .trainer_utils import (
     group_columns,
     group_metric_prefix,
     group_vocab,
-    load_sampler_state,
     pop_group_labels,
-    save_sampler_state,
     write_seen_ids,
 )
 
@@ -96,7 +92,6 @@ class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
         **kwargs,
     ):
         args = self._init_density(model, args, DensityRewardConfig, "DensityReward", density_index, density_sampler)
-        self._resume_checkpoint: str | None = None
         self._eval_counts: Counter = Counter()
         self._seen_ids: list[str] = []
         self._last_bucket_eval: dict[str, dict[str, float]] = {}
@@ -137,27 +132,14 @@ class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
                 f"{len(self.train_dataset)} rows (`max_length` drops over-long pairs); build the sampler on "
                 "`trainer.train_dataset`."
             )
-        load_sampler_state(sampler, self._resume_checkpoint)
         return self._use_sampler(sampler)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
-        checkpoint = resume_from_checkpoint
-        if checkpoint is True:
-            checkpoint = get_last_checkpoint(self.args.output_dir)
-        self._resume_checkpoint = checkpoint if isinstance(checkpoint, str) else None
         self._seen_ids = []
         result = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
         if self.args.record_seen_ids:
             write_seen_ids(self._seen_ids, self.args.output_dir, self.args.process_index)
         return result
-
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self._active_sampler is not None and self.args.should_save:
-            run_dir = self._get_output_dir(trial=trial)
-            save_sampler_state(
-                self._active_sampler, os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            )
 
     # --- metrics --------------------------------------------------------------------------------------------------
     def _set_signature_columns_if_needed(self):

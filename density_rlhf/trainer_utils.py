@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .index import BUCKETS
 from .sampler import MISSING_POLICIES, PAIR_WEIGHTINGS
@@ -261,12 +262,30 @@ class DensityTrainerMixin:
         self._user_sampler = density_sampler
         self._active_sampler = None
         self._sampler_ess: float | None = None
+        self._resume_checkpoint: str | None = None
         return args
 
     def _use_sampler(self, sampler):
+        """Restore the sampler's state from the checkpoint being resumed (if any) and remember it for saving."""
+        load_sampler_state(sampler, self._resume_checkpoint)
         self._active_sampler = sampler
         self._sampler_ess = sampler.summary()["ess"] if hasattr(sampler, "summary") else None
         return sampler
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        self._resume_checkpoint = checkpoint if isinstance(checkpoint, str) else None
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self._active_sampler is not None and self.args.should_save:
+            run_dir = self._get_output_dir(trial=trial)
+            save_sampler_state(
+                self._active_sampler, os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            )
 
     def _append_card_section(self, eval_table: dict, extra: str = "") -> None:
         path = Path(self.args.output_dir, "README.md")

@@ -1,4 +1,5 @@
 import inspect
+import json
 import os
 import socket
 import subprocess
@@ -198,3 +199,19 @@ def test_accelerate_launch_two_cpu_processes(pipe, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "run" / "model.safetensors").exists()
     assert "Density GRPO" in (tmp_path / "run" / "README.md").read_text()
+
+
+def test_sampler_state_travels_with_grpo_checkpoints(pipe, tmp_path):
+    common = dict(
+        density_sampling=True,
+        density_index_path=pipe["index"],
+        reward_model_path=pipe["rm"],
+        save_strategy="steps",
+        save_steps=1,
+    )
+    make(pipe, grpo_args(tmp_path, max_steps=1, **common)).train()
+    state = json.loads((tmp_path / "checkpoint-1" / "density_sampler_state.json").read_text())
+    assert state["num_rows"] == len(pipe["train"]) and state["seed"] == 0
+    other = make(pipe, grpo_args(tmp_path, max_steps=2, **common), train_dataset=pipe["train"].select(range(400)))
+    with pytest.raises(ValueError, match="cannot resume"):
+        other.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
