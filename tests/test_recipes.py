@@ -8,6 +8,7 @@ from trl import ModelConfig, SFTConfig
 from density_rlhf import DensityGRPOConfig, DensityRewardConfig
 from density_rlhf.cli import DensityScriptArguments, load_config, parse_args, resolve_config
 from density_rlhf.data.prepare import PrepareDataArguments
+from density_rlhf.runner import RunnerArguments
 from density_rlhf.stages import BuildDensityArguments
 
 from .conftest import REPO
@@ -22,6 +23,7 @@ FLAT_TYPES = {
     "prepare_data.yaml": [PrepareDataArguments],
     "build_density.yaml": [BuildDensityArguments],
     "sft.yaml": [DensityScriptArguments, SFTConfig, ModelConfig],
+    "run_hypotheses.yaml": [RunnerArguments],
 }
 RECIPE_YAMLS = sorted(p for p in (REPO / "recipes").rglob("*.yaml"))
 GPU_OVERRIDES = ["--bf16", "false", "--use_cpu", "true"]
