@@ -175,6 +175,14 @@ def ensure_index_for(training_args, script_args: DensityScriptArguments) -> None
             build_density(BuildDensityArguments(data_dir=script_args.data_dir, density_dir=path))
 
 
+def start_run(script_args: DensityScriptArguments, training_args) -> tuple:
+    """Seed everything from `training_args.seed`, load the splits, and build a missing default density index."""
+    transformers.set_seed(training_args.seed)
+    train, test = load_train_eval(script_args, training_args.seed)
+    ensure_index_for(training_args, script_args)
+    return train, test
+
+
 def last_checkpoint(training_args) -> str | None:
     """The checkpoint to resume from: `resume_from_checkpoint`, or the newest in `output_dir` when it exists."""
     if training_args.resume_from_checkpoint:

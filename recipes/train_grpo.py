@@ -9,27 +9,24 @@ The hypothesis YAML's `grpo:` section (merged over its top level) fills the argu
 can go through vLLM exactly as in TRL (`use_vllm: true`, `vllm_mode: colocate` or `server`).
 """
 
-from transformers import AutoModelForCausalLM, set_seed
+from transformers import AutoModelForCausalLM
 from trl import ModelConfig, get_peft_config
 
 from density_rlhf import DensityGRPOConfig, DensityGRPOTrainer
 from density_rlhf.cli import (
     DensityScriptArguments,
-    ensure_index_for,
     last_checkpoint,
     load_model_and_tokenizer,
-    load_train_eval,
     logger,
     parse_args,
     setup_logging,
+    start_run,
     train_and_save,
 )
 
 
 def main(script_args: DensityScriptArguments, training_args: DensityGRPOConfig, model_args: ModelConfig):
-    set_seed(training_args.seed)
-    train, test = load_train_eval(script_args, training_args.seed)
-    ensure_index_for(training_args, script_args)
+    train, test = start_run(script_args, training_args)
     logger.info(
         "hypothesis %s: GRPO with reward model %s, density sampling %s, advantages %s", training_args.hypothesis,
         training_args.reward_model_path, training_args.density_sampling, training_args.advantage_mode,

@@ -9,27 +9,24 @@ Usage:
 The hypothesis YAML's `reward:` section (merged over its top level) fills the arguments below.
 """
 
-from transformers import AutoModelForSequenceClassification, set_seed
+from transformers import AutoModelForSequenceClassification
 from trl import ModelConfig, get_peft_config
 
 from density_rlhf import DensityRewardConfig, DensityRewardTrainer
 from density_rlhf.cli import (
     DensityScriptArguments,
-    ensure_index_for,
     last_checkpoint,
     load_model_and_tokenizer,
-    load_train_eval,
     logger,
     parse_args,
     setup_logging,
+    start_run,
     train_and_save,
 )
 
 
 def main(script_args: DensityScriptArguments, training_args: DensityRewardConfig, model_args: ModelConfig):
-    set_seed(training_args.seed)
-    train, test = load_train_eval(script_args, training_args.seed)
-    ensure_index_for(training_args, script_args)
+    train, test = start_run(script_args, training_args)
     logger.info(
         "hypothesis %s: reward model, density sampling %s", training_args.hypothesis, training_args.density_sampling
     )

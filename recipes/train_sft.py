@@ -6,16 +6,16 @@ Usage:
     accelerate launch --config_file accelerate_configs/zero3.yaml recipes/train_sft.py --config recipes/scale/sft.yaml
 """
 
-from transformers import AutoModelForCausalLM, set_seed
+from transformers import AutoModelForCausalLM
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from density_rlhf.cli import (
     DensityScriptArguments,
     last_checkpoint,
     load_model_and_tokenizer,
-    load_train_eval,
     parse_args,
     setup_logging,
+    start_run,
     train_and_save,
 )
 
@@ -29,8 +29,7 @@ def to_prompt_completion(split):
 
 
 def main(script_args: DensityScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
-    set_seed(training_args.seed)
-    train, test = load_train_eval(script_args, training_args.seed)
+    train, test = start_run(script_args, training_args)
     model, tokenizer = load_model_and_tokenizer(model_args, training_args, AutoModelForCausalLM)
     trainer = SFTTrainer(
         model, training_args, train_dataset=to_prompt_completion(train),
