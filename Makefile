@@ -13,10 +13,12 @@ export DS_BUILD_OPS ?= 0
 
 .PHONY: demo test test-all style quality bench install clean
 
-$(STAMP): setup.cfg pyproject.toml
+# constraints.txt pins the dependency set CI tested (setup.cfg keeps ranges for library users); without it pip's
+# resolver backtracks for many minutes through sentence-transformers releases.
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

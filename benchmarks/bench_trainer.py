@@ -33,31 +33,39 @@ from density_rlhf.grpo_trainer import GroundTruthReward, RewardModelScorer
 from density_rlhf.stages import BuildDensityArguments, build_density
 
 
-COMMON = dict(use_cpu=True, bf16=False, report_to=[], save_strategy="no", logging_steps=50, seed=0, disable_tqdm=True)
+COMMON = dict(use_cpu=True, bf16=False, report_to=[], save_strategy="no", seed=0, disable_tqdm=True)
 
 
-def _timed_train(trainer) -> float:
+def _timed_train(trainer) -> tuple[float, float]:
+    """Steps/s and tokens/s of `trainer.train()` (tokens as counted by TRL's `num_tokens` metric)."""
     start = time.perf_counter()
     trainer.train()
-    return trainer.state.global_step / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    tokens = max((h["num_tokens"] for h in trainer.state.log_history if "num_tokens" in h), default=float("nan"))
+    return trainer.state.global_step / seconds, tokens / seconds
 
 
 def _compare(section: str, variants: dict, rounds: int, steps: int) -> None:
-    """Time every variant once per round (rotating the order), then print median steps/s ratios to the baseline."""
+    """Time every variant once per round (rotating the order); print median steps/s and tokens/s ratios."""
     names = list(variants)
-    rates = {name: [] for name in names}
+    steps_s = {name: [] for name in names}
+    tokens_s = {name: [] for name in names}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         with tempfile.TemporaryDirectory() as tmp:
             for name in order:
-                rates[name].append(_timed_train(variants[name](tmp)))
+                a, b = _timed_train(variants[name](tmp))
+                steps_s[name].append(a)
+                tokens_s[name].append(b)
         print(
-            f"{section:<4} round {r}: " + "  ".join(f"{n} {rates[n][-1]:.2f}" for n in names) + " steps/s", flush=True
+            f"{section:<4} round {r}: " + "  ".join(f"{n} {steps_s[n][-1]:.2f}" for n in names) + " steps/s",
+            flush=True,
         )
-    base = statistics.median(rates[names[-1]])
+    base, base_tok = statistics.median(steps_s[names[-1]]), statistics.median(tokens_s[names[-1]])
     for name in names[:-1]:
         print(
-            f"{section:<4} {name} / {names[-1]} = {statistics.median(rates[name]) / base:.3f} (median of {rounds} rounds, {steps} steps)"
+            f"{section:<4} {name} / {names[-1]}: steps/s {statistics.median(steps_s[name]) / base:.3f}, "
+            f"tokens/s {statistics.median(tokens_s[name]) / base_tok:.3f} (median of {rounds} rounds, {steps} steps)"
         )
 
 
@@ -65,7 +73,14 @@ def bench_rm(root: Path, rounds: int, steps: int) -> None:
     data = load_from_disk(str(root / "data" / "dataset"))["train"]
     model = str(root / "data" / "tiny" / "reward")
     tok = AutoTokenizer.from_pretrained(model)
-    kw = dict(per_device_train_batch_size=32, max_steps=steps, gradient_checkpointing=False, max_length=256, **COMMON)
+    kw = dict(
+        per_device_train_batch_size=32,
+        max_steps=steps,
+        logging_steps=steps,
+        gradient_checkpointing=False,
+        max_length=256,
+        **COMMON,
+    )
     index = str(root / "density")
 
     def ours(**density):
@@ -86,7 +101,14 @@ def bench_grpo(root: Path, rounds: int, steps: int) -> None:
     data = load_from_disk(str(root / "data" / "dataset"))["train"]
     policy, rm = str(root / "data" / "tiny" / "policy"), str(root / "data" / "tiny" / "reward")
     tok = AutoTokenizer.from_pretrained(policy)
-    kw = dict(per_device_train_batch_size=16, num_generations=4, max_completion_length=24, max_steps=steps, **COMMON)
+    kw = dict(
+        per_device_train_batch_size=16,
+        num_generations=4,
+        max_completion_length=24,
+        max_steps=steps,
+        logging_steps=steps,
+        **COMMON,
+    )
     index = str(root / "density")
 
     def ours(**density):
