@@ -108,15 +108,19 @@ class DensityScriptArguments(ScriptArguments):
 
     Parameters:
         data_dir (`str`, *optional*, defaults to `"outputs/data"`):
-            Output of `recipes/prepare_data.py` (`<data_dir>/dataset`). Used unless `dataset_name` is set. When it
-            is missing it is built with the synthetic defaults.
-        density_dir_if_missing (`str` or `None`, *optional*, defaults to `"outputs/density"`):
-            When `density_index_path` points here and no index exists, build it first. `None` disables this.
+            Output of `recipes/prepare_data.py` (`<data_dir>/dataset`). Used unless `dataset_name` is set.
+        build_missing (`bool`, *optional*, defaults to `True`):
+            When `data_dir` or the density index is missing, build the embedded default (synthetic world, default
+            index) there first, so a fresh clone runs. Set it to `false` for real data: a missing directory is then
+            an error.
         max_train_samples / max_eval_samples (`int` or `None`, *optional*):
             Keep only the first rows of each split (for smoke runs).
     """
 
     data_dir: str = field(default="outputs/data", metadata={"help": "Output directory of recipes/prepare_data.py."})
+    build_missing: bool = field(
+        default=True, metadata={"help": "Build the synthetic default data and index when they are missing."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval split."})
 
@@ -131,7 +135,7 @@ def load_train_eval(script_args: DensityScriptArguments, seed: int = 0):
         data = datasets.load_dataset(script_args.dataset_name, name=script_args.dataset_config)
     else:
         with PartialState().main_process_first():  # rank 0 builds missing data, the others then load it
-            data = ensure_data(script_args.data_dir, seed)
+            data = ensure_data(script_args.data_dir, seed, script_args.build_missing)
     if script_args.dataset_train_split not in data:
         raise ValueError(f"split {script_args.dataset_train_split!r} not in {list(data)}.")
     train = data[script_args.dataset_train_split]
@@ -165,7 +169,7 @@ def ensure_index_for(training_args, script_args: DensityScriptArguments) -> None
     path = getattr(training_args, "density_index_path", None)
     if not path or (Path(path) / "metadata.json").exists():
         return
-    if script_args.dataset_name:
+    if script_args.dataset_name or not script_args.build_missing:
         raise FileNotFoundError(f"density index {path} not found; build it with `recipes/build_density.py` first.")
     from accelerate import PartialState
 

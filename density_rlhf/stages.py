@@ -21,7 +21,9 @@ class BuildDensityArguments:
 
     Parameters:
         data_dir (`str`, *optional*, defaults to `"outputs/data"`):
-            Output of the data stage; built with the synthetic defaults when missing.
+            Output of the data stage.
+        build_missing (`bool`, *optional*, defaults to `True`):
+            Build the synthetic default in `data_dir` when it is missing; `false` makes that an error (real data).
         density_dir (`str`, *optional*, defaults to `"outputs/density"`):
             Where the `DensityIndex` is saved.
         split (`str`, *optional*, defaults to `"train"`):
@@ -57,6 +59,7 @@ class BuildDensityArguments:
     """
 
     data_dir: str = field(default="outputs/data", metadata={"help": "Output directory of the data stage."})
+    build_missing: bool = field(default=True, metadata={"help": "Build the synthetic data when data_dir is missing."})
     density_dir: str = field(default="outputs/density", metadata={"help": "Where the density index is saved."})
     split: str = field(default="train", metadata={"help": "Split whose prompts are indexed."})
     embedder: str | None = field(default=None, metadata={"help": "sentence-transformers model name or path."})
@@ -86,9 +89,11 @@ class BuildDensityArguments:
             raise ValueError("push_to_hub=True needs hub_dataset_id, e.g. `--hub_dataset_id user/density-index`.")
 
 
-def ensure_data(data_dir: str | Path, seed: int = 0) -> DatasetDict:
+def ensure_data(data_dir: str | Path, seed: int = 0, build_missing: bool = True) -> DatasetDict:
     """Load the prepared dataset from `data_dir`, building the synthetic default there if it is missing."""
     dataset_dir = Path(data_dir) / "dataset"
+    if not dataset_dir.exists() and not build_missing:
+        raise FileNotFoundError(f"{dataset_dir} not found; prepare it first with `recipes/prepare_data.py`.")
     if not dataset_dir.exists():
         logger.warning("no prepared data in %s: building the embedded synthetic world there first", data_dir)
         prepare_data(PrepareDataArguments(output_dir=str(data_dir), seed=seed))
@@ -99,7 +104,7 @@ def build_density(args: BuildDensityArguments):
     """Index the unique prompts of `args.split`, save the index to `args.density_dir` and return it."""
     from .index import DensityIndex
 
-    data = ensure_data(args.data_dir, args.seed)
+    data = ensure_data(args.data_dir, args.seed, args.build_missing)
     table = prompt_table(data[args.split])
     index = DensityIndex.build(
         [row["prompt"] for row in table], [row["id"] for row in table], embedder=args.embedder, k=args.k,

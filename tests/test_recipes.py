@@ -126,3 +126,20 @@ def test_scale_recipe_dry_run_with_the_tiny_model(tiny_pipeline, tmp_path, scrip
     assert training_args.density_sampling and training_args.hypothesis == "D"
     recipe.main(script_args, training_args, model_args)
     assert (tmp_path / "model.safetensors").exists()
+
+
+def test_real_data_recipes_do_not_invent_synthetic_data(tmp_path):
+    from density_rlhf.cli import load_train_eval
+    from density_rlhf.stages import ensure_data
+
+    script_args = parse_args(
+        SECTION_TYPES["reward"],
+        ["--config", "scale/hyp_b.yaml", *GPU_OVERRIDES, "--data_dir", str(tmp_path / "missing")],
+        section="reward",
+    )[0]
+    assert script_args.build_missing is False
+    with pytest.raises(FileNotFoundError, match="prepare it first"):
+        load_train_eval(script_args)
+    with pytest.raises(FileNotFoundError, match="prepare it first"):
+        ensure_data(tmp_path / "missing", build_missing=False)
+    assert not (tmp_path / "missing").exists()
