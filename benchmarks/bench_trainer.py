@@ -7,10 +7,11 @@
 - grpo: DensityGRPOTrainer (advantage_mode grpo) vs trl.GRPOTrainer with the same reward functions (the
         trained-RM scorer and the weight-0 ground-truth checker), tiny Llama policy.
 
-Each is timed three ways: density sampling with the index's weights (alpha = 1), density sampling with alpha = 0
-(the same machinery drawing a uniform mix, which isolates the sampler's and the logging's cost), and sampling off.
-On the synthetic world alpha = 1 moves a third of the batches to rare topics whose answers are longer, so part of
-its ratio is the data, not the code.
+Density sampling changes which rows are trained on (a third of the pairs come from rare topics instead of 4%), and
+other rows cost other amounts of compute. So the density trainer with the index's weights (alpha = 1) is compared
+both with the TRL trainer fed exactly the same draw (`same draw`: only the code differs; this is the overhead) and
+with the plain TRL trainer (code and data mix together). Density sampling with alpha = 0 (the same machinery on a
+uniform mix) and sampling off are compared with the plain TRL trainer.
 
 Rounds alternate the two trainers so machine drift hits both; the ratio is of the median steps/s. Only `train()` is
 timed (construction and dataset preprocessing excluded).
@@ -27,7 +28,15 @@ from datasets import load_from_disk
 from transformers import AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer, RewardConfig, RewardTrainer
 
-from density_rlhf import DensityGRPOConfig, DensityGRPOTrainer, DensityRewardConfig, DensityRewardTrainer
+from density_rlhf import (
+    DensityGRPOConfig,
+    DensityGRPOTrainer,
+    DensityIndex,
+    DensityRepeatSampler,
+    DensityRewardConfig,
+    DensityRewardTrainer,
+    DensitySampler,
+)
 from density_rlhf.data.prepare import PrepareDataArguments, prepare_data
 from density_rlhf.grpo_trainer import GroundTruthReward, RewardModelScorer
 from density_rlhf.stages import BuildDensityArguments, build_density
@@ -36,37 +45,36 @@ from density_rlhf.stages import BuildDensityArguments, build_density
 COMMON = dict(use_cpu=True, bf16=False, report_to=[], save_strategy="no", seed=0, disable_tqdm=True)
 
 
-def _timed_train(trainer) -> tuple[float, float]:
-    """Steps/s and tokens/s of `trainer.train()` (tokens as counted by TRL's `num_tokens` metric)."""
+def _timed_train(trainer) -> float:
     start = time.perf_counter()
     trainer.train()
-    seconds = time.perf_counter() - start
-    tokens = max((h["num_tokens"] for h in trainer.state.log_history if "num_tokens" in h), default=float("nan"))
-    return trainer.state.global_step / seconds, tokens / seconds
+    return trainer.state.global_step / (time.perf_counter() - start)
 
 
-def _compare(section: str, variants: dict, rounds: int, steps: int) -> None:
-    """Time every variant once per round (rotating the order); print median steps/s and tokens/s ratios."""
+def _compare(section: str, variants: dict, pairs: list[tuple[str, str]], rounds: int, steps: int) -> None:
+    """Time every variant once per round (rotating the order); print the median steps/s ratio of each pair."""
     names = list(variants)
-    steps_s = {name: [] for name in names}
-    tokens_s = {name: [] for name in names}
+    rates = {name: [] for name in names}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         with tempfile.TemporaryDirectory() as tmp:
             for name in order:
-                a, b = _timed_train(variants[name](tmp))
-                steps_s[name].append(a)
-                tokens_s[name].append(b)
+                rates[name].append(_timed_train(variants[name](tmp)))
         print(
-            f"{section:<4} round {r}: " + "  ".join(f"{n} {steps_s[n][-1]:.2f}" for n in names) + " steps/s",
-            flush=True,
+            f"{section:<4} round {r}: " + "  ".join(f"{n} {rates[n][-1]:.2f}" for n in names) + " steps/s", flush=True
         )
-    base, base_tok = statistics.median(steps_s[names[-1]]), statistics.median(tokens_s[names[-1]])
-    for name in names[:-1]:
-        print(
-            f"{section:<4} {name} / {names[-1]}: steps/s {statistics.median(steps_s[name]) / base:.3f}, "
-            f"tokens/s {statistics.median(tokens_s[name]) / base_tok:.3f} (median of {rounds} rounds, {steps} steps)"
-        )
+    for ours, theirs in pairs:
+        ratio = statistics.median(rates[ours]) / statistics.median(rates[theirs])
+        print(f"{section:<4} {ours} / {theirs} = {ratio:.3f} (median of {rounds} rounds, {steps} steps)")
+
+
+def _same_draw(trainer, make_sampler):
+    """Feed a TRL trainer exactly the rows the density trainer would draw, so only the code differs.
+
+    The sampler is built inside `train()`, as the density trainer builds its own, so both timings include it.
+    """
+    trainer._get_train_sampler = lambda dataset=None: make_sampler(trainer.train_dataset)
+    return trainer
 
 
 def bench_rm(root: Path, rounds: int, steps: int) -> None:
@@ -89,12 +97,21 @@ def bench_rm(root: Path, rounds: int, steps: int) -> None:
             processing_class=tok,
         )  # fmt: skip
 
+    def trl(tmp, same_draw=False):
+        trainer = RewardTrainer(model, RewardConfig(f"{tmp}/t", **kw), train_dataset=data, processing_class=tok)
+        if same_draw:
+            density = DensityIndex.load(index)
+            _same_draw(trainer, lambda ds: DensitySampler.from_index(density, ds, seed=0))
+        return trainer
+
     _compare("rm", {
         "density(alpha=1)": ours(density_sampling=True),
+        "RewardTrainer(same draw)": lambda tmp: trl(tmp, same_draw=True),
         "density(alpha=0)": ours(density_sampling=True, density_alpha=0.0),
         "density-off": ours(density_sampling=False),
-        "RewardTrainer": lambda tmp: RewardTrainer(model, RewardConfig(f"{tmp}/t", **kw), train_dataset=data, processing_class=tok),
-    }, rounds, steps)  # fmt: skip
+        "RewardTrainer": trl,
+    }, [("density(alpha=1)", "RewardTrainer(same draw)"), ("density(alpha=1)", "RewardTrainer"),
+        ("density(alpha=0)", "RewardTrainer"), ("density-off", "RewardTrainer")], rounds, steps)  # fmt: skip
 
 
 def bench_grpo(root: Path, rounds: int, steps: int) -> None:
@@ -117,21 +134,30 @@ def bench_grpo(root: Path, rounds: int, steps: int) -> None:
             train_dataset=data, processing_class=tok,
         )  # fmt: skip
 
-    def trl(tmp):
+    def trl(tmp, same_draw=False):
         scorer = RewardModelScorer(rm)
         args = GRPOConfig(f"{tmp}/t", reward_weights=[1.0, 0.0], **kw)
         trainer = GRPOTrainer(
             policy, [scorer, GroundTruthReward()], args=args, train_dataset=data, processing_class=tok
         )
         scorer.to(trainer.accelerator.device)
+        if same_draw:
+            density = DensityIndex.load(index)
+            _same_draw(trainer, lambda ds: DensityRepeatSampler.from_index(
+                density, ds, seed=0, mini_repeat_count=trainer.num_generations,
+                batch_size=args.generation_batch_size // trainer.num_generations,
+                repeat_count=trainer.num_iterations * args.steps_per_generation,
+            ))  # fmt: skip
         return trainer
 
     _compare("grpo", {
         "density(alpha=1)": ours(density_sampling=True),
+        "GRPOTrainer(same draw)": lambda tmp: trl(tmp, same_draw=True),
         "density(alpha=0)": ours(density_sampling=True, density_alpha=0.0),
         "density-off": ours(density_sampling=False),
         "GRPOTrainer": trl,
-    }, rounds, steps)  # fmt: skip
+    }, [("density(alpha=1)", "GRPOTrainer(same draw)"), ("density(alpha=1)", "GRPOTrainer"),
+        ("density(alpha=0)", "GRPOTrainer"), ("density-off", "GRPOTrainer")], rounds, steps)  # fmt: skip
 
 
 def main():

@@ -147,6 +147,13 @@ class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
         extra = ["id"] if self.args.record_seen_ids else []
         self._signature_columns = list(dict.fromkeys([*self._signature_columns, *self._group_columns, *extra]))
 
+    def _remove_unused_columns(self, dataset, description: str | None = None):
+        dataset = super()._remove_unused_columns(dataset, description=description)
+        if (description or "").lower() == "training":  # training logs only the bucket; topic groups are for eval
+            eval_only = [c for c in self._group_columns if c != BUCKET_COLUMN and c in dataset.column_names]
+            dataset = dataset.remove_columns(eval_only) if eval_only else dataset
+        return dataset
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         groups = pop_group_labels(inputs)
         row_ids = inputs.pop("row_ids", None)

@@ -121,7 +121,8 @@ class DensitySampler(Sampler[int]):
         self.seed = int(seed)
         self.epoch = 0
         self.num_missing = 0
-        self.row_buckets: np.ndarray | None = None  # per-row bucket names, set by `from_index`
+        self._bucket_codes: np.ndarray | None = None  # int8 per row, set by `from_index`; -1 = not in the index
+        self._bucket_names: tuple[str, ...] = ()
         if log_summary:
             self._log_checklist()
 
@@ -144,10 +145,21 @@ class DensitySampler(Sampler[int]):
         )
         sampler = cls(weights, num_samples=num_samples, seed=seed, log_summary=False)
         sampler.num_missing = int((prompt_index < 0).sum())
-        buckets = np.asarray(index.buckets + ["unknown"], dtype=object)
-        sampler.row_buckets = buckets[np.where(prompt_index >= 0, prompt_index, len(index.buckets))]
+        names = tuple(sorted(set(index.buckets)))
+        prompt_codes = np.array([names.index(b) for b in index.buckets], dtype=np.int8)
+        sampler._bucket_names = names
+        sampler._bucket_codes = np.where(prompt_index >= 0, prompt_codes[np.maximum(prompt_index, 0)], -1).astype(
+            np.int8
+        )
         sampler._log_checklist()
         return sampler
+
+    @property
+    def row_buckets(self) -> np.ndarray | None:
+        """Bucket name of every row (`unknown` for rows not in the index); `None` unless built `from_index`."""
+        if self._bucket_codes is None:
+            return None
+        return np.asarray([*self._bucket_names, "unknown"], dtype=object)[self._bucket_codes]
 
     def summary(self) -> dict[str, Any]:
         w = self.weights
@@ -266,7 +278,8 @@ class DensityRepeatSampler(DensitySampler):
             num_samples=kwargs.pop("num_samples", None),
         )  # fmt: skip
         sampler = cls(base.weights, seed=seed, num_samples=base.num_samples, log_summary=False, **kwargs)
-        sampler.num_missing, sampler.row_buckets = base.num_missing, base.row_buckets
+        sampler.num_missing = base.num_missing
+        sampler._bucket_codes, sampler._bucket_names = base._bucket_codes, base._bucket_names
         return sampler
 
     def _draw(self) -> list[int]:

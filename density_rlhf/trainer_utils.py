@@ -174,7 +174,9 @@ class GroupLabelCollator:
         drop = {*self.vocab, "id"}
         batch = self.collator([{k: v for k, v in example.items() if k not in drop} for example in examples])
         for col, codes in self._codes.items():
-            labels = [codes.get(str(example.get(col, "")), -1) for example in examples]
+            if col not in examples[0]:  # e.g. the eval-only groups in training batches
+                continue
+            labels = [codes.get(str(example[col]), -1) for example in examples]
             batch[f"group::{col}"] = torch.tensor(labels, dtype=torch.long)
         if self.record_ids:
             batch["row_ids"] = [example.get("id") for example in examples]

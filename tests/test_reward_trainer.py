@@ -307,3 +307,11 @@ def test_default_hypotheses_a_and_b_learn_common_topics(tmp_path, monkeypatch):
         accuracy = [metrics[f"eval_topic/{t}_accuracy"] for t in common]
         assert min(accuracy) >= 0.9, (hypothesis, accuracy)
         assert metrics["eval_is_rare/True_accuracy"] > 0.5  # reported in the README, not a claim of this test
+
+
+def test_training_batches_carry_only_the_bucket_label(pipe, tmp_path):
+    trainer = make(pipe, rm_args(tmp_path, density_index_path=pipe["index"]), eval_dataset=pipe["test"])
+    train_batch = next(iter(trainer.get_train_dataloader()))
+    eval_batch = next(iter(trainer.get_eval_dataloader()))
+    assert {k for k in train_batch if k.startswith("group::")} == {"group::density_bucket"}
+    assert {"group::density_bucket", "group::topic", "group::is_rare"} <= set(eval_batch)

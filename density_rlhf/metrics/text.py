@@ -27,3 +27,14 @@ def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
 
 def token_counts(texts: list[str]) -> Counter:
     return Counter(t for text in texts for t in words(text))
+
+
+def text_metric_info(description: str, citation: str = ""):
+    """`evaluate.MetricInfo` of a metric over a list of strings (`predictions`)."""
+    import datasets
+    import evaluate
+
+    return evaluate.MetricInfo(
+        description=description, citation=citation, inputs_description="predictions: list of str",
+        features=datasets.Features({"predictions": datasets.Value("string")}),
+    )  # fmt: skip

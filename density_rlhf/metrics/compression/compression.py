@@ -9,17 +9,14 @@ library `diversity` itself uses.
 
 import gzip
 
-import datasets
 import evaluate
+
+from density_rlhf.metrics.text import text_metric_info
 
 
 class Compression(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=__doc__, citation="Shaib et al. 2024, arXiv:2403.00553",
-            inputs_description="predictions: list of str",
-            features=datasets.Features({"predictions": datasets.Value("string")}),
-        )  # fmt: skip
+        return text_metric_info(__doc__, "Shaib et al. 2024, arXiv:2403.00553")
 
     def _compute(self, predictions, max_pairs: int = 2000):
         from rouge_score import rouge_scorer

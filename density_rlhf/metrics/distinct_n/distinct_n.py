@@ -1,18 +1,15 @@
 """distinct-1/2/3 (unique n-grams / all n-grams over the corpus) and the vocabulary ratio (unique / total tokens)."""
 
-import datasets
 import evaluate
 
-from density_rlhf.metrics.text import ngrams, words
+from density_rlhf.metrics.text import ngrams, text_metric_info, words
 
 
 class DistinctN(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=__doc__, citation="Li et al. 2016, A Diversity-Promoting Objective Function for Neural "
-            "Conversation Models", inputs_description="predictions: list of str",
-            features=datasets.Features({"predictions": datasets.Value("string")}),
-        )  # fmt: skip
+        return text_metric_info(
+            __doc__, "Li et al. 2016, A Diversity-Promoting Objective Function for Neural Conversation Models"
+        )
 
     def _compute(self, predictions, max_n: int = 3):
         tokenized = [words(p) for p in predictions]

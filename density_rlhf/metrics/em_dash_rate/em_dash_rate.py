@@ -1,7 +1,8 @@
 """Em- and en-dash rate: dashes (— and –) per 1,000 characters."""
 
-import datasets
 import evaluate
+
+from density_rlhf.metrics.text import text_metric_info
 
 
 _DESCRIPTION = "Em dashes (U+2014) and en dashes (U+2013) per 1,000 characters of the concatenated predictions."
@@ -9,10 +10,7 @@ _DESCRIPTION = "Em dashes (U+2014) and en dashes (U+2013) per 1,000 characters o
 
 class EmDashRate(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation="", inputs_description="predictions: list of str",
-            features=datasets.Features({"predictions": datasets.Value("string")}),
-        )  # fmt: skip
+        return text_metric_info(_DESCRIPTION)
 
     def _compute(self, predictions):
         chars = sum(len(p) for p in predictions)

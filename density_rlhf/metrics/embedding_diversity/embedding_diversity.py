@@ -1,17 +1,14 @@
 """Embedding diversity: mean pairwise cosine distance of MiniLM embeddings, and the Vendi score (vendi-score)."""
 
-import datasets
 import evaluate
 import numpy as np
+
+from density_rlhf.metrics.text import text_metric_info
 
 
 class EmbeddingDiversity(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=__doc__, citation="Friedman & Dieng 2023, The Vendi Score",
-            inputs_description="predictions: list of str; optionally embeddings: (n, d) array",
-            features=datasets.Features({"predictions": datasets.Value("string")}),
-        )  # fmt: skip
+        return text_metric_info(__doc__, "Friedman & Dieng 2023, The Vendi Score")
 
     def _compute(self, predictions, embeddings=None, embedder=None):
         from vendi_score import vendi

@@ -1,15 +1,13 @@
 """Self-BLEU (sacrebleu): mean BLEU of each prediction against all the others; higher = more repetitive."""
 
-import datasets
 import evaluate
+
+from density_rlhf.metrics.text import text_metric_info
 
 
 class SelfBleu(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=__doc__, citation="Zhu et al. 2018, Texygen", inputs_description="predictions: list of str",
-            features=datasets.Features({"predictions": datasets.Value("string")}),
-        )  # fmt: skip
+        return text_metric_info(__doc__, "Zhu et al. 2018, Texygen")
 
     def _compute(self, predictions, max_references: int = 64):
         from sacrebleu.metrics import BLEU

@@ -6,10 +6,9 @@ Patterns (case-insensitive): "not just X but (also) Y", "it's not X, it's Y", "n
 
 import re
 
-import datasets
 import evaluate
 
-from density_rlhf.metrics.text import words
+from density_rlhf.metrics.text import text_metric_info, words
 
 
 PATTERNS = {
@@ -28,10 +27,7 @@ _COMPILED = {name: re.compile(p, re.IGNORECASE) for name, p in PATTERNS.items()}
 
 class StockPatterns(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=__doc__, citation="", inputs_description="predictions: list of str",
-            features=datasets.Features({"predictions": datasets.Value("string")}),
-        )  # fmt: skip
+        return text_metric_info(__doc__)
 
     def _compute(self, predictions):
         text = "\n".join(p.replace("\u2019", "'") for p in predictions)
