@@ -203,13 +203,10 @@ class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
 
     @staticmethod
     def _build_reward_funcs(reward_funcs, args: DensityGRPOConfig, train_dataset) -> tuple[list, list[float]]:
-        funcs = (
-            []
-            if reward_funcs is None
-            else list(reward_funcs)
-            if isinstance(reward_funcs, (list, tuple))
-            else [reward_funcs]
-        )
+        if reward_funcs is None:
+            funcs = []
+        else:
+            funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
         weights = list(args.reward_weights) if args.reward_weights is not None else [1.0] * len(funcs)
         if len(weights) != len(funcs):
             raise ValueError(f"reward_weights has {len(weights)} entries for {len(funcs)} user reward functions.")
