@@ -1,9 +1,5 @@
 import inspect
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,8 +10,6 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from density_rlhf import DensityGRPOConfig, DensityGRPOTrainer
 from density_rlhf.advantages import compute_advantages
 from density_rlhf.grpo_trainer import RewardModelScorer
-
-from .conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -179,36 +173,25 @@ def test_ground_truth_as_the_reward(pipe, tmp_path):
     assert first["reward"] == pytest.approx(first["rewards/ground_truth/mean"], abs=1e-6)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_accelerate_launch_two_cpu_processes(pipe, tmp_path):
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / "cpu_2proc.yaml"),
-        "--main_process_port", str(_free_port()), str(REPO / "recipes" / "train_grpo.py"), "--config", "hyp_c.yaml",
-        "--max_steps", "2", "--data_dir", str(pipe["root"] / "data"), "--density_index_path", pipe["index"],
-        "--model_name_or_path", pipe["policy"], "--reward_model_path", pipe["rm"], "--output_dir", str(tmp_path / "run"),
-        "--save_strategy", "no", "--report_to", "none", "--per_device_train_batch_size", "4", "--max_completion_length", "8",
+    from .helpers import accelerate_launch
+
+    args = [
+        "--config", "hyp_c.yaml", "--max_steps", "2", "--data_dir", str(pipe["root"] / "data"),
+        "--density_index_path", pipe["index"], "--model_name_or_path", pipe["policy"], "--reward_model_path", pipe["rm"],
+        "--output_dir", str(tmp_path / "run"), "--save_strategy", "no", "--report_to", "none",
+        "--per_device_train_batch_size", "4", "--max_completion_length", "8",
     ]  # fmt: skip
-    result = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, timeout=600
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    accelerate_launch("cpu_2proc.yaml", "train_grpo.py", args)
     assert (tmp_path / "run" / "model.safetensors").exists()
     assert "Density GRPO" in (tmp_path / "run" / "README.md").read_text()
 
 
 def test_sampler_state_travels_with_grpo_checkpoints(pipe, tmp_path):
     common = dict(
-        density_sampling=True,
-        density_index_path=pipe["index"],
-        reward_model_path=pipe["rm"],
-        save_strategy="steps",
+        density_sampling=True, density_index_path=pipe["index"], reward_model_path=pipe["rm"], save_strategy="steps",
         save_steps=1,
-    )
+    )  # fmt: skip
     make(pipe, grpo_args(tmp_path, max_steps=1, **common)).train()
     state = json.loads((tmp_path / "checkpoint-1" / "density_sampler_state.json").read_text())
     assert state["num_rows"] == len(pipe["train"]) and state["seed"] == 0

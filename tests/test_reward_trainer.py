@@ -1,9 +1,6 @@
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +10,6 @@ from transformers import AutoTokenizer
 from trl import RewardConfig, RewardTrainer
 
 from density_rlhf import DensityIndex, DensityRewardConfig, DensityRewardTrainer, DensitySampler
-
-from .conftest import REPO
 
 
 def rm_args(output_dir, cls=DensityRewardConfig, **overrides):
@@ -229,24 +224,16 @@ def test_index_mismatch_is_caught(pipe, tmp_path):
         index.check_compatible(prompt_ids=["not-a-prompt"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(pipe, tmp_path, accelerate_config, max_steps, extra_env=None, extra_args=()):
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / accelerate_config),
-        "--main_process_port", str(_free_port()), str(REPO / "recipes" / "train_rm.py"), "--config", "hyp_b.yaml",
-        "--max_steps", str(max_steps), "--data_dir", str(pipe["root"] / "data"), "--density_index_path", pipe["index"],
-        "--model_name_or_path", pipe["model"], "--output_dir", str(tmp_path), "--eval_strategy", "no",
-        "--save_strategy", "no", "--per_device_train_batch_size", "4", "--report_to", "none", *extra_args,
+    from .helpers import accelerate_launch
+
+    args = [
+        "--config", "hyp_b.yaml", "--max_steps", str(max_steps), "--data_dir", str(pipe["root"] / "data"),
+        "--density_index_path", pipe["index"], "--model_name_or_path", pipe["model"], "--output_dir", str(tmp_path),
+        "--eval_strategy", "no", "--save_strategy", "no", "--per_device_train_batch_size", "4", "--report_to", "none",
+        *extra_args,
     ]  # fmt: skip
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", **(extra_env or {})}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path.parent, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+    return accelerate_launch(accelerate_config, "train_rm.py", args, env=extra_env, cwd=tmp_path.parent)
 
 
 def test_accelerate_launch_two_cpu_processes_see_disjoint_shards(pipe, tmp_path):
