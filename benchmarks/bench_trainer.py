@@ -68,6 +68,22 @@ def _compare(section: str, variants: dict, pairs: list[tuple[str, str]], rounds:
         print(f"{section:<4} {ours} / {theirs} = {ratio:.3f} (median of {rounds} rounds, {steps} steps)")
 
 
+def _compare_variants(section: str, ours, trl, baseline: str, rounds: int, steps: int) -> None:
+    """The four density variants against the TRL trainer `baseline`, fed the same draw or its own."""
+    same = f"{baseline}(same draw)"
+    variants = {
+        "density(alpha=1)": ours(density_sampling=True),
+        same: lambda tmp: trl(tmp, same_draw=True),
+        "density(alpha=0)": ours(density_sampling=True, density_alpha=0.0),
+        "density-off": ours(density_sampling=False),
+        baseline: trl,
+    }
+    pairs = [("density(alpha=1)", same)] + [
+        (name, baseline) for name in ("density(alpha=1)", "density(alpha=0)", "density-off")
+    ]
+    _compare(section, variants, pairs, rounds, steps)
+
+
 def _same_draw(trainer, make_sampler):
     """Feed a TRL trainer exactly the rows the density trainer would draw, so only the code differs.
 
@@ -104,14 +120,7 @@ def bench_rm(root: Path, rounds: int, steps: int) -> None:
             _same_draw(trainer, lambda ds: DensitySampler.from_index(density, ds, seed=0))
         return trainer
 
-    _compare("rm", {
-        "density(alpha=1)": ours(density_sampling=True),
-        "RewardTrainer(same draw)": lambda tmp: trl(tmp, same_draw=True),
-        "density(alpha=0)": ours(density_sampling=True, density_alpha=0.0),
-        "density-off": ours(density_sampling=False),
-        "RewardTrainer": trl,
-    }, [("density(alpha=1)", "RewardTrainer(same draw)"), ("density(alpha=1)", "RewardTrainer"),
-        ("density(alpha=0)", "RewardTrainer"), ("density-off", "RewardTrainer")], rounds, steps)  # fmt: skip
+    _compare_variants("rm", ours, trl, "RewardTrainer", rounds, steps)
 
 
 def bench_grpo(root: Path, rounds: int, steps: int) -> None:
@@ -150,14 +159,7 @@ def bench_grpo(root: Path, rounds: int, steps: int) -> None:
             ))  # fmt: skip
         return trainer
 
-    _compare("grpo", {
-        "density(alpha=1)": ours(density_sampling=True),
-        "GRPOTrainer(same draw)": lambda tmp: trl(tmp, same_draw=True),
-        "density(alpha=0)": ours(density_sampling=True, density_alpha=0.0),
-        "density-off": ours(density_sampling=False),
-        "GRPOTrainer": trl,
-    }, [("density(alpha=1)", "GRPOTrainer(same draw)"), ("density(alpha=1)", "GRPOTrainer"),
-        ("density(alpha=0)", "GRPOTrainer"), ("density-off", "GRPOTrainer")], rounds, steps)  # fmt: skip
+    _compare_variants("grpo", ours, trl, "GRPOTrainer", rounds, steps)
 
 
 def main():

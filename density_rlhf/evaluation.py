@@ -203,8 +203,9 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     split = load_from_disk(str(Path(args.data_dir) / "dataset"))[args.split]
     index = DensityIndex.load(args.density_index_path)
     rows = held_out_prompts(split, args.prompts_per_topic)
-    prompt_buckets = index.buckets_for([r["prompt_id"] for r in rows], [r["prompt"] for r in rows])
     pair_buckets = index.buckets_for(list(split["prompt_id"]), list(split["prompt"]))
+    bucket_of = dict(zip(split["prompt_id"], pair_buckets))  # held-out prompts are a subset of the split's
+    prompt_buckets = [bucket_of[r["prompt_id"]] for r in rows]
     scorers = {name: RewardModelScorer(path) for name, path in parse_named(args.reward_models).items()}
     results: dict[str, Any] = {
         "reward_models": {},

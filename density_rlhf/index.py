@@ -398,19 +398,20 @@ class DensityIndex:
         return log_p, assign_buckets(log_p, tuple(self.metadata["bucket_thresholds"]))
 
     def buckets_for(self, prompt_ids: Sequence[str], prompts: Sequence[str] | None = None) -> list[str]:
-        """Bucket of each prompt: stored for indexed prompt ids, queried (needs `prompts`) for the others."""
-        known = self.bucket_by_prompt_id
-        unknown = [i for i, pid in enumerate(prompt_ids) if pid not in known]
-        out = [known.get(pid, "") for pid in prompt_ids]
+        """Bucket of each prompt: stored for indexed prompt ids, queried (needs `prompts`) for the others.
+
+        Each unknown prompt id is embedded once, however many rows share it.
+        """
+        buckets = self.bucket_by_prompt_id
+        unknown = {pid: i for i, pid in enumerate(prompt_ids) if pid not in buckets}  # first row of each new id
         if unknown:
             if prompts is None:
                 raise ValueError(
                     f"{len(unknown)} prompt ids are not in the index; pass their `prompts` to query them."
                 )
-            _, queried = self.query([prompts[i] for i in unknown])
-            for i, bucket in zip(unknown, queried):
-                out[i] = bucket
-        return out
+            _, queried = self.query([prompts[i] for i in unknown.values()])
+            buckets.update(zip(unknown, queried))
+        return [buckets[pid] for pid in prompt_ids]
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
