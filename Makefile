@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 # DeepSpeed builds as pure Python (its CUDA ops compile just in time on GPU machines).
 export DS_BUILD_OPS ?= 0
 
-.PHONY: demo test test-all style quality bench install clean
+.PHONY: demo test test-all style quality bench stress install clean
 
 # constraints.txt pins the dependency set CI tested (setup.cfg keeps ranges for library users); without it pip's
 # resolver backtracks for many minutes through sentence-transformers releases.
@@ -43,6 +43,10 @@ quality: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_density.py
 	$(PY) benchmarks/bench_trainer.py
+
+# The 2-process launch tests, 20 times in a row beside a CPU-bound process (they must never abort at exit).
+stress: $(STAMP)
+	$(PY) benchmarks/stress_launch.py --runs 20
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

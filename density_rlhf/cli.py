@@ -5,11 +5,12 @@ Hypothesis YAMLs (`recipes/hyp_*.yaml`) are read by several scripts. Top-level k
 the result to `trl.TrlParser`, so unknown keys fail and every field can still be overridden on the command line.
 """
 
+import contextlib
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,26 @@ def check_hardware(path: str, config: dict[str, Any], cli_args: Sequence[str]) -
             f"CUDA device. Use the CPU default instead (e.g. `--config {Path(path).name}` resolves to recipes/), or "
             "dry-run this one with `--bf16 false --use_cpu true --model_name_or_path <a tiny model>`."
         )
+
+
+@contextlib.contextmanager
+def distributed_run() -> Iterator[None]:
+    """End every recipe with its process group shut down: a barrier after success, then `destroy_process_group`.
+
+    A rank that leaves the interpreter with the gloo/NCCL process group still alive can abort in its C++ destructors
+    ("terminate called without an active exception", exit -6) after the work is done and saved. The barrier keeps a
+    fast rank from tearing down while the others still use the store; after an error there is no barrier (the other
+    ranks may never reach it), only the teardown.
+    """
+    import torch.distributed as dist
+
+    try:
+        yield
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def setup_logging(level: int | str = logging.INFO) -> None:

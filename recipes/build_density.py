@@ -8,7 +8,7 @@ Usage:
 
 import json
 
-from density_rlhf.cli import logger, parse_args, setup_logging
+from density_rlhf.cli import distributed_run, logger, parse_args, setup_logging
 from density_rlhf.stages import BuildDensityArguments, build_density
 
 
@@ -19,5 +19,6 @@ def main(script_args: BuildDensityArguments) -> None:
 
 if __name__ == "__main__":
     setup_logging()
-    (script_args,) = parse_args([BuildDensityArguments])
-    main(script_args)
+    with distributed_run():
+        (script_args,) = parse_args([BuildDensityArguments])
+        main(script_args)

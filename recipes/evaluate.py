@@ -16,7 +16,7 @@ from pathlib import Path
 # `import evaluate` (used by the metric modules) finds the library.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from density_rlhf.cli import logger, parse_args, setup_logging  # noqa: E402
+from density_rlhf.cli import distributed_run, logger, parse_args, setup_logging  # noqa: E402
 from density_rlhf.evaluation import EvaluateArguments, run_evaluation  # noqa: E402
 
 
@@ -28,5 +28,6 @@ def main(script_args: EvaluateArguments) -> None:
 
 if __name__ == "__main__":
     setup_logging()
-    (script_args,) = parse_args([EvaluateArguments])
-    main(script_args)
+    with distributed_run():
+        (script_args,) = parse_args([EvaluateArguments])
+        main(script_args)

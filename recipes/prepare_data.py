@@ -7,7 +7,7 @@ Usage:
         --output_dir outputs/data_hh
 """
 
-from density_rlhf.cli import logger, parse_args, setup_logging
+from density_rlhf.cli import distributed_run, logger, parse_args, setup_logging
 from density_rlhf.data.prepare import PrepareDataArguments, prepare_data
 from density_rlhf.data.prompts import format_stats
 
@@ -19,5 +19,6 @@ def main(script_args: PrepareDataArguments) -> None:
 
 if __name__ == "__main__":
     setup_logging()
-    (script_args,) = parse_args([PrepareDataArguments])
-    main(script_args)
+    with distributed_run():
+        (script_args,) = parse_args([PrepareDataArguments])
+        main(script_args)

@@ -11,7 +11,7 @@ Re-running resumes: stages whose outputs carry a marker with the same configurat
 
 import sys
 
-from density_rlhf.cli import parse_args, setup_logging
+from density_rlhf.cli import distributed_run, parse_args, setup_logging
 from density_rlhf.runner import RunnerArguments, StageFailed, run
 
 
@@ -25,5 +25,6 @@ def main(script_args: RunnerArguments) -> None:
 
 if __name__ == "__main__":
     setup_logging()
-    (script_args,) = parse_args([RunnerArguments])
-    main(script_args)
+    with distributed_run():
+        (script_args,) = parse_args([RunnerArguments])
+        main(script_args)

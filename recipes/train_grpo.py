@@ -15,6 +15,7 @@ from trl import ModelConfig, get_peft_config
 from density_rlhf import DensityGRPOConfig, DensityGRPOTrainer
 from density_rlhf.cli import (
     DensityScriptArguments,
+    distributed_run,
     last_checkpoint,
     load_model_and_tokenizer,
     logger,
@@ -42,4 +43,5 @@ def main(script_args: DensityScriptArguments, training_args: DensityGRPOConfig, 
 
 if __name__ == "__main__":
     setup_logging()
-    main(*parse_args([DensityScriptArguments, DensityGRPOConfig, ModelConfig], section="grpo"))
+    with distributed_run():
+        main(*parse_args([DensityScriptArguments, DensityGRPOConfig, ModelConfig], section="grpo"))

@@ -11,6 +11,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from density_rlhf.cli import (
     DensityScriptArguments,
+    distributed_run,
     last_checkpoint,
     load_model_and_tokenizer,
     parse_args,
@@ -41,4 +42,5 @@ def main(script_args: DensityScriptArguments, training_args: SFTConfig, model_ar
 
 if __name__ == "__main__":
     setup_logging()
-    main(*parse_args([DensityScriptArguments, SFTConfig, ModelConfig]))
+    with distributed_run():
+        main(*parse_args([DensityScriptArguments, SFTConfig, ModelConfig]))

@@ -16,9 +16,6 @@ def load_recipe(name: str):
     return module
 
 
-_TRANSIENT = ("address already in use", "eaddrinuse", "connection reset", "connection refused", "rendezvous")
-
-
 def free_port() -> int:
     import socket
 
@@ -28,23 +25,19 @@ def free_port() -> int:
 
 
 def accelerate_launch(accelerate_config: str, script: str, args: list[str], env: dict | None = None, cwd=None):
-    """Run `accelerate launch` on a recipe; one retry, on a fresh port, only when the rendezvous itself failed."""
+    """Run `accelerate launch` on a recipe once; a non-zero exit fails with the end of its output (no retries)."""
     import os
     import subprocess
     import sys
 
-    for attempt in range(2):
-        cmd = [
-            sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-            str(REPO / "accelerate_configs" / accelerate_config), "--main_process_port", str(free_port()),
-            str(REPO / "recipes" / script), *args,
-        ]  # fmt: skip
-        result = subprocess.run(
-            cmd, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})},
-            cwd=cwd, timeout=600,
-        )  # fmt: skip
-        output = result.stdout + result.stderr
-        if result.returncode == 0 or attempt == 1 or not any(t in output.lower() for t in _TRANSIENT):
-            break
-    assert result.returncode == 0, output[-6000:]
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(REPO / "accelerate_configs" / accelerate_config), "--main_process_port", str(free_port()),
+        str(REPO / "recipes" / script), *args,
+    ]  # fmt: skip
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})},
+        cwd=cwd, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     return result
