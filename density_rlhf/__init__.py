@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .utils import normalize_text, prompt_id
 
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 _LAZY = {
     "DensitySampler": "density_rlhf.sampler",

@@ -287,8 +287,8 @@ class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
             truth = per_func[:, self.reward_func_names.index("ground_truth")]
         if mode == "train":
             metrics["density/rare_frac"].append(sum(b == "rare" for b in buckets) / len(buckets))
-            if self._sampler_ess is not None:
-                metrics["density/ess"] = [self._sampler_ess]
+            for key, value in self._sampler_stats.items():
+                metrics[key] = [value]
         for bucket in BUCKETS:
             mask = torch.tensor([b == bucket for b in buckets], device=rewards.device)
             if not mask.any():

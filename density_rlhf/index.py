@@ -1,25 +1,7 @@
-"""`DensityIndex`: prompt embeddings, a FAISS kNN index, density estimates and sampling weights.
+"""`DensityIndex`: prompt embeddings, a FAISS kNN index over the distinct ones, density estimates and weights.
 
-Density estimator
------------------
-For unit-normalized embeddings x_i, FAISS returns the k nearest neighbours (self excluded) and their Euclidean
-distances r_i1 <= ... <= r_ik. The textbook kNN estimator is p_i = k / (N * V_d * r_ik^d), but with d = 384 the
-factor r^d under- or overflows float64 and, even in log space, turns small distance differences into weight ratios of
-e^100 and more, so a handful of prompts would take all the mass. We therefore offer three estimators, all monotone
-in the neighbourhood radius and all computed in log space:
-
-- `"intrinsic"` (default): log p_i = -d_hat * log r_ik, with d_hat the Levina-Bickel maximum-likelihood intrinsic
-  dimension of the data (typically 5-20 for sentence embeddings, not 384). This is the kNN estimator on the data
-  manifold, so alpha = 1 really is the seeds' 1/density.
-- `"mean_distance"`: log p_i = -log(mean_j r_ij), i.e. d = 1 and all k distances averaged. Much flatter weights
-  (on the synthetic world: max/min 2.4 instead of ~700), for when the intrinsic estimator is too aggressive.
-- `"kth_distance"`: log p_i = -log r_ik (the kNN estimator with d = 1).
-
-All three rank prompts almost identically (synthetic world: AUROC of weight vs. rare topic 0.93-0.96); they differ
-in how strongly the weights separate, which alpha and `max_weight_ratio` also control.
-
-Weights are w_i ∝ p_i^-alpha, optionally clipped to `max_weight_ratio` (max/min), mixed with uniform by `uniform_mix`
-and normalized to sum to 1.
+The estimators, the duplicate rule and the weighting are pure functions in `density_rlhf.estimators` (documented
+there); this module embeds, searches with FAISS, and saves, loads and publishes the result.
 """
 
 import hashlib
@@ -35,22 +17,33 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .estimators import (
+    DEFAULT_DUPLICATE_TOLERANCE,
+    DEFAULT_MAX_WEIGHT_RATIO,
+    ESTIMATORS,
+    clip_statistics,
+    density_weights,
+    effective_sample_size,
+    group_duplicates,
+    intrinsic_dimension,
+    log_density,
+)
 
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
-ESTIMATORS = ("intrinsic", "mean_distance", "kth_distance")
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
 BUCKETS = ("rare", "mid", "common")
-_EPS = 1e-6
 _FILES = {
     "embeddings": "embeddings.npy",
     "knn_distances": "knn_distances.npy",
     "knn_indices": "knn_indices.npy",
     "weights": "weights.npy",
     "log_density": "log_density.npy",
+    "duplicate_of": "duplicate_of.npy",
     "prompt_ids": "prompt_ids.json",
+    "prompts": "prompts.json",
     "index": "index.faiss",
 }
 
@@ -164,49 +157,22 @@ def knn_search(index, embeddings: np.ndarray, k: int, batch_size: int = 16384) -
     return distances.astype(np.float64), idx[keep].reshape(n, k)
 
 
-def intrinsic_dimension(knn_distances: np.ndarray) -> float:
-    """Levina-Bickel MLE of the intrinsic dimension (MacKay-Ghahramani average of inverses)."""
-    r = np.maximum(knn_distances, _EPS)
-    logs = np.log(r[:, -1:] / r[:, :-1])
-    inv = logs.sum(axis=1) / (r.shape[1] - 1)
-    inv = inv[np.isfinite(inv) & (inv > 0)]
-    if inv.size == 0:
-        raise ValueError("cannot estimate the intrinsic dimension: all neighbour distances are equal.")
-    return float(1.0 / inv.mean())
+def find_duplicates(index, embeddings: np.ndarray, tolerance: float, batch_size: int = 16384) -> np.ndarray:
+    """Representative row of each row's duplicate group: rows within `tolerance` (Euclidean) of each other, chained.
 
+    `index` holds all of `embeddings` (row i has id i); its `range_search` finds each row's near-identical rows.
+    """
+    import faiss
 
-def log_density(knn_distances: np.ndarray, estimator: str = "intrinsic") -> np.ndarray:
-    """Log density (up to a constant) of each point from its kNN distances; see the module docstring."""
-    r = np.maximum(knn_distances, _EPS)
-    if estimator == "mean_distance":
-        return -np.log(r.mean(axis=1))
-    if estimator == "kth_distance":
-        return -np.log(r[:, -1])
-    if estimator == "intrinsic":
-        return -intrinsic_dimension(knn_distances) * np.log(r[:, -1])
-    raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
-
-
-def density_weights(
-    log_p: np.ndarray, alpha: float = 1.0, *, max_weight_ratio: float | None = None, uniform_mix: float = 0.0
-) -> np.ndarray:
-    """Normalized weights ∝ density^-alpha, clipped to `max_weight_ratio` and mixed with uniform by `uniform_mix`."""
-    log_w = -alpha * np.asarray(log_p, dtype=np.float64)
-    log_w -= log_w.max()
-    if max_weight_ratio is not None:
-        log_w = np.maximum(log_w, -np.log(max_weight_ratio))
-    w = np.exp(log_w)
-    w /= w.sum()
-    if uniform_mix:
-        w = (1.0 - uniform_mix) * w + uniform_mix / len(w)
-    return w
-
-
-def effective_sample_size(weights: np.ndarray) -> float:
-    """ESS = 1 / sum(w^2) of normalized weights: N for uniform, 1 when one item has all the mass."""
-    w = np.asarray(weights, dtype=np.float64)
-    w = w / w.sum()
-    return float(1.0 / np.square(w).sum())
+    if "Gpu" in type(index).__name__:  # FAISS GPU indexes have no range search
+        index = faiss.index_gpu_to_cpu(index)
+    n = embeddings.shape[0]
+    src_parts, dst_parts = [], []
+    for start in range(0, n, batch_size):
+        lims, _, hits = index.range_search(embeddings[start : start + batch_size], float(tolerance) ** 2)
+        src_parts.append(np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims.astype(np.int64))))
+        dst_parts.append(hits)
+    return group_duplicates(n, np.concatenate(src_parts), np.concatenate(dst_parts))
 
 
 def bucket_thresholds(log_p: np.ndarray, quantiles: tuple[float, float] = (0.2, 0.8)) -> tuple[float, float]:
@@ -234,12 +200,15 @@ class DensityIndex:
     """Density estimates and sampling weights for a set of prompts.
 
     Build one with `DensityIndex.build(...)` or load one with `DensityIndex.load(dir)`. `prompt_ids`, `weights`,
-    `log_density` and `buckets` are aligned: entry i describes prompt `prompt_ids[i]`.
+    `log_density`, `buckets`, `duplicate_of` and `multiplicity` are aligned: entry i describes prompt `prompt_ids[i]`.
+    Near-identical prompts form duplicate groups (`duplicate_of[i]` is the group's first row); the FAISS index holds
+    one point per group (see `density_rlhf.estimators`).
     """
 
     def __init__(
         self, prompt_ids: list[str], embeddings: np.ndarray, knn_distances: np.ndarray, knn_indices: np.ndarray,
-        metadata: dict[str, Any], faiss_index=None,
+        metadata: dict[str, Any], faiss_index=None, duplicate_of: np.ndarray | None = None,
+        prompts: list[str] | None = None,
     ):  # fmt: skip
         self.prompt_ids = list(prompt_ids)
         self.embeddings = embeddings
@@ -247,6 +216,13 @@ class DensityIndex:
         self.knn_indices = knn_indices
         self.metadata = metadata
         self.faiss_index = faiss_index
+        self.prompts = prompts
+        n = len(self.prompt_ids)
+        self.duplicate_of = np.arange(n) if duplicate_of is None else np.asarray(duplicate_of, dtype=np.int64)
+        if self.duplicate_of.shape != (n,) or (self.duplicate_of > np.arange(n)).any():
+            raise ValueError("duplicate_of must give each prompt the first row of its group (<= its own row).")
+        self.multiplicity = np.bincount(self.duplicate_of, minlength=n)[self.duplicate_of]
+        self.distinct_rows = np.flatnonzero(self.duplicate_of == np.arange(n))  # FAISS id j is prompt distinct_rows[j]
         self.reweight(
             alpha=metadata["alpha"], estimator=metadata["estimator"], max_weight_ratio=metadata["max_weight_ratio"],
             uniform_mix=metadata["uniform_mix"], bucket_quantiles=tuple(metadata["bucket_quantiles"]),
@@ -263,8 +239,9 @@ class DensityIndex:
         k: int = 10,
         alpha: float = 1.0,
         estimator: str = "intrinsic",
-        max_weight_ratio: float | None = None,
+        max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO,
         uniform_mix: float = 0.0,
+        duplicate_tolerance: float = DEFAULT_DUPLICATE_TOLERANCE,
         bucket_quantiles: tuple[float, float] = (0.2, 0.8),
         index_type: str = "auto",
         exact_max_size: int = 50_000,
@@ -279,18 +256,20 @@ class DensityIndex:
         show_progress: bool = True,
         seed: int = 0,
     ) -> "DensityIndex":
-        """Embed unique prompts (unless `embeddings` are given), search kNN with FAISS and derive weights.
+        """Embed unique prompts (unless `embeddings` are given), merge near-duplicates, search kNN with FAISS.
 
         Args:
-            prompts: prompt texts aligned with `prompt_ids` (may be `None` when `embeddings` is given).
+            prompts: prompt texts aligned with `prompt_ids` (may be `None` when `embeddings` is given); kept for
+                `report`.
             prompt_ids: unique ids, e.g. `density_rlhf.prompt_id(prompt)`.
             embedder: sentence-transformers name or path; default the offline all-MiniLM-L6-v2.
             embeddings: precomputed (N, d) embeddings; they are L2-normalized here.
-            k: neighbours per prompt (self excluded); must be < N.
+            k: distinct neighbours per prompt (self and its duplicates excluded); must be < the distinct prompts.
             alpha: weights ∝ density^-alpha (0 uniform, 1 the seeds' 1/density).
-            estimator: `intrinsic`, `mean_distance` or `kth_distance` (see the module docstring).
-            max_weight_ratio: clip weights so that max/min <= this.
+            estimator: `intrinsic`, `mean_distance` or `kth_distance` (see `density_rlhf.estimators`).
+            max_weight_ratio: clip weights so that max/min <= this (default 1000); `None` keeps the raw weights.
             uniform_mix: mix the weights with uniform, w = (1-eps) w + eps/N.
+            duplicate_tolerance: embeddings closer than this (Euclidean, unit vectors) are one duplicate group.
             bucket_quantiles: density quantiles splitting `rare` / `mid` / `common`.
             index_type: `auto` (flat up to `exact_max_size`, IVF above), `flat`, `hnsw` or `ivf`.
             use_gpu: `None` uses faiss-gpu when GPUs are visible.
@@ -298,11 +277,15 @@ class DensityIndex:
         prompt_ids = list(prompt_ids)
         if len(set(prompt_ids)) != len(prompt_ids):
             raise ValueError("prompt_ids must be unique: build the index over unique prompts (see `prompt_table`).")
-        if embeddings is None:
-            if prompts is None or len(prompts) != len(prompt_ids):
-                raise ValueError("pass `prompts` aligned with `prompt_ids`, or precomputed `embeddings`.")
+        if prompts is not None:
+            prompts = list(prompts)
+            if len(prompts) != len(prompt_ids):
+                raise ValueError(f"{len(prompts)} prompts for {len(prompt_ids)} prompt_ids: pass them aligned.")
             if any(not isinstance(p, str) or not p.strip() for p in prompts):
                 raise ValueError("prompts must be non-empty strings.")
+        if embeddings is None:
+            if prompts is None:
+                raise ValueError("pass `prompts` aligned with `prompt_ids`, or precomputed `embeddings`.")
             embeddings = embed_prompts(
                 prompts, embedder, batch_size=batch_size, device=device, show_progress=show_progress
             )
@@ -317,26 +300,45 @@ class DensityIndex:
         n = len(prompt_ids)
         if not 1 <= k < n:
             raise ValueError(f"k={k} must be between 1 and the number of prompts minus one ({n - 1}).")
-        for name, value in (("alpha", alpha), ("uniform_mix", uniform_mix)):
+        for name, value in (
+            ("alpha", alpha),
+            ("uniform_mix", uniform_mix),
+            ("duplicate_tolerance", duplicate_tolerance),
+        ):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
         if (norms == 0).any():
             raise ValueError("embeddings contain all-zero rows; they have no direction to normalize.")
         embeddings = np.ascontiguousarray(embeddings / norms, dtype=np.float32)
-        index = make_faiss_index(
-            embeddings, index_type=index_type, exact_max_size=exact_max_size, hnsw_m=hnsw_m,
+        index_kwargs = dict(
+            index_type=index_type, exact_max_size=exact_max_size, hnsw_m=hnsw_m,
             hnsw_ef_construction=hnsw_ef_construction, hnsw_ef_search=hnsw_ef_search, ivf_nlist=ivf_nlist,
             ivf_nprobe=ivf_nprobe, use_gpu=use_gpu, seed=seed,
         )  # fmt: skip
-        distances, indices = knn_search(index, embeddings, k)
+        index = make_faiss_index(embeddings, **index_kwargs)
+        duplicate_of = find_duplicates(index, embeddings, duplicate_tolerance)
+        distinct = np.flatnonzero(duplicate_of == np.arange(n))
+        if len(distinct) <= k:
+            raise ValueError(
+                f"only {len(distinct)} distinct prompts (the other {n - len(distinct)} are duplicates within "
+                f"duplicate_tolerance={duplicate_tolerance}); k={k} must be smaller: lower k or add prompts."
+            )
+        if len(distinct) < n:  # the searched index holds one point per duplicate group
+            index = make_faiss_index(embeddings[distinct], **index_kwargs)
+        distances, neighbours = knn_search(index, embeddings[distinct], k)
+        group = np.searchsorted(distinct, duplicate_of)  # row -> its group's position among the distinct rows
         metadata = {
             "embedder": embedder_name, "dim": int(embeddings.shape[1]), "k": k, "alpha": alpha,
             "estimator": estimator, "max_weight_ratio": max_weight_ratio, "uniform_mix": uniform_mix,
-            "bucket_quantiles": list(bucket_quantiles), "index_type": type(index).__name__, "n": n,
+            "duplicate_tolerance": duplicate_tolerance, "bucket_quantiles": list(bucket_quantiles),
+            "index_type": type(index).__name__, "n": n, "n_distinct": int(len(distinct)),
             "library_version": __version__,
         }  # fmt: skip
-        return cls(prompt_ids, embeddings, distances, indices, metadata, faiss_index=index)
+        return cls(
+            prompt_ids, embeddings, distances[group], distinct[neighbours][group], metadata, faiss_index=index,
+            duplicate_of=duplicate_of, prompts=prompts,
+        )  # fmt: skip
 
     def reweight(
         self, *, alpha: float | None = None, estimator: str | None = None, max_weight_ratio: float | None = None,
@@ -357,16 +359,27 @@ class DensityIndex:
         lo, hi = meta["bucket_quantiles"]
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"bucket_quantiles must satisfy 0 <= low <= high <= 1, got {meta['bucket_quantiles']}.")
-        if meta["max_weight_ratio"] is not None and meta["max_weight_ratio"] < 1:
-            raise ValueError(f"max_weight_ratio must be >= 1, got {meta['max_weight_ratio']}.")
+        if meta["max_weight_ratio"] is not None and not meta["max_weight_ratio"] >= 1:
+            raise ValueError(
+                f"max_weight_ratio must be >= 1 (or None for raw weights), got {meta['max_weight_ratio']}."
+            )
         if not 0.0 <= meta["uniform_mix"] <= 1.0:
             raise ValueError(f"uniform_mix must be in [0, 1], got {meta['uniform_mix']}.")
-        if meta["estimator"] == "intrinsic":
-            meta["intrinsic_dim"] = intrinsic_dimension(self.knn_distances)
-        self.log_density = log_density(self.knn_distances, meta["estimator"])
+        if not np.isfinite(meta["alpha"]) or meta["alpha"] < 0:
+            raise ValueError(f"alpha must be a finite number >= 0, got {meta['alpha']}.")
+        if meta["estimator"] not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {meta['estimator']!r}.")
+        meta.pop("intrinsic_dim", None)
+        if meta["estimator"] == "intrinsic":  # estimated once per distinct point, not once per copy
+            meta["intrinsic_dim"] = intrinsic_dimension(self.knn_distances[self.distinct_rows])
+        self.log_density = log_density(
+            self.knn_distances, meta["estimator"], multiplicity=self.multiplicity,
+            intrinsic_dim=meta.get("intrinsic_dim"),
+        )  # fmt: skip
         self.weights = density_weights(
             self.log_density, meta["alpha"], max_weight_ratio=meta["max_weight_ratio"], uniform_mix=meta["uniform_mix"]
         )
+        self.clip_stats = clip_statistics(self.log_density, meta["alpha"], meta["max_weight_ratio"])
         meta["bucket_thresholds"] = bucket_thresholds(self.log_density, tuple(meta["bucket_quantiles"]))
         self.buckets = assign_buckets(self.log_density, meta["bucket_thresholds"])
         return self
@@ -376,8 +389,9 @@ class DensityIndex:
     ) -> tuple[np.ndarray, list[str]]:
         """Log density and bucket of new prompts (e.g. a held-out split) against the indexed ones.
 
-        The new prompts are embedded with the index's embedder, their k nearest indexed prompts are searched and the
-        index's estimator and bucket thresholds are applied, so buckets mean the same thing on every split.
+        The new prompts are embedded with the index's embedder, their k nearest distinct indexed prompts are searched
+        and the index's estimator and bucket thresholds are applied, so buckets mean the same thing on every split. A
+        prompt within `duplicate_tolerance` of an indexed one takes that prompt's density.
         """
         if self.faiss_index is None:
             raise ValueError("this index was loaded with load_faiss=False; reload it with the FAISS index to query.")
@@ -385,16 +399,22 @@ class DensityIndex:
             if self.metadata["embedder"] == "precomputed":
                 raise ValueError("the index was built from precomputed embeddings: pass `embeddings` to query.")
             embeddings = embed_prompts(prompts, self.metadata["embedder"], batch_size=batch_size, show_progress=False)
-        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.metadata["dim"]:
             raise ValueError(f"query embeddings must be (n, {self.metadata['dim']}), got {embeddings.shape}.")
-        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), _EPS)
-        d2, _ = self.faiss_index.search(embeddings, self.metadata["k"])
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+        if not np.isfinite(embeddings).all() or (norms == 0).any():
+            raise ValueError("query embeddings contain NaN, infinite or all-zero rows.")
+        embeddings = np.ascontiguousarray(embeddings / norms)
+        d2, hits = self.faiss_index.search(embeddings, self.metadata["k"])
         distances = np.sqrt(np.maximum(d2, 0.0)).astype(np.float64)
-        if self.metadata["estimator"] == "intrinsic":
-            log_p = -self.metadata["intrinsic_dim"] * np.log(np.maximum(distances[:, -1], _EPS))
-        else:
-            log_p = log_density(distances, self.metadata["estimator"])
+        known = distances[:, 0] <= self.metadata.get("duplicate_tolerance", 0.0)
+        log_p = np.empty(len(embeddings))
+        log_p[known] = self.log_density[self.distinct_rows[hits[known, 0]]]
+        if (~known).any():
+            log_p[~known] = log_density(
+                distances[~known], self.metadata["estimator"], intrinsic_dim=self.metadata.get("intrinsic_dim")
+            )
         return log_p, assign_buckets(log_p, tuple(self.metadata["bucket_thresholds"]))
 
     def buckets_for(self, prompt_ids: Sequence[str], prompts: Sequence[str] | None = None) -> list[str]:
@@ -416,6 +436,12 @@ class DensityIndex:
     def __len__(self) -> int:
         return len(self.prompt_ids)
 
+    def report(self, out_dir: str | Path, n_examples: int = 20) -> Path:
+        """Write the weights report (PNGs, markdown, JSON) into `out_dir`; see `density_rlhf.weights_report`."""
+        from .weights_report import write_weights_report
+
+        return write_weights_report(self, out_dir, n_examples)
+
     @property
     def bucket_by_prompt_id(self) -> dict[str, str]:
         return dict(zip(self.prompt_ids, self.buckets))
@@ -428,6 +454,9 @@ class DensityIndex:
             "estimator": self.metadata["estimator"], "embedder": self.metadata["embedder"],
             "min_weight": float(w.min()), "max_weight": float(w.max()), "ratio": float(w.max() / w.min()),
             "ess": effective_sample_size(w), "ess_fraction": effective_sample_size(w) / len(w),
+            "max_weight_ratio": self.metadata["max_weight_ratio"], "raw_ratio": self.clip_stats["raw_ratio"],
+            "clipped_fraction": self.clip_stats["clipped_fraction"], "clip_mass_moved": self.clip_stats["mass_moved"],
+            "distinct": len(self.distinct_rows), "duplicate_groups": int((np.bincount(self.duplicate_of) > 1).sum()),
             "buckets": {b: self.buckets.count(b) for b in BUCKETS},
         }  # fmt: skip
 
@@ -460,11 +489,13 @@ class DensityIndex:
         try:
             arrays = {
                 "embeddings": self.embeddings, "knn_distances": self.knn_distances, "knn_indices": self.knn_indices,
-                "weights": self.weights, "log_density": self.log_density,
+                "weights": self.weights, "log_density": self.log_density, "duplicate_of": self.duplicate_of,
             }  # fmt: skip
             for key, array in arrays.items():
                 np.save(tmp / _FILES[key], np.ascontiguousarray(array), allow_pickle=False)
             (tmp / _FILES["prompt_ids"]).write_text(json.dumps(self.prompt_ids))
+            if self.prompts is not None:
+                (tmp / _FILES["prompts"]).write_text(json.dumps(self.prompts, ensure_ascii=False))
             if self.faiss_index is not None:
                 index = self.faiss_index
                 if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
@@ -506,8 +537,13 @@ class DensityIndex:
         metadata.pop("summary", None)
         arrays = {
             key: np.load(directory / _FILES[key], allow_pickle=False)
-            for key in ("embeddings", "knn_distances", "knn_indices")
+            for key in ("embeddings", "knn_distances", "knn_indices", "duplicate_of")
+            if (directory / _FILES[key]).exists()
         }
+        if "duplicate_of" not in arrays:
+            raise ValueError(
+                f"{directory} was written by density_rlhf < 0.2 (no duplicate groups); rebuild the index."
+            )
         ids = json.loads((directory / _FILES["prompt_ids"]).read_text())
         if len(ids) != metadata["n"] or arrays["embeddings"].shape != (metadata["n"], metadata["dim"]):
             raise ValueError(f"{directory}: array shapes disagree with metadata.json; rebuild the index.")
@@ -516,7 +552,12 @@ class DensityIndex:
             import faiss
 
             faiss_index = faiss.read_index(str(directory / _FILES["index"]))
-        index = cls(ids, arrays["embeddings"], arrays["knn_distances"], arrays["knn_indices"], metadata, faiss_index)
+        prompts_path = directory / _FILES["prompts"]
+        prompts = json.loads(prompts_path.read_text()) if prompts_path.exists() else None
+        index = cls(
+            ids, arrays["embeddings"], arrays["knn_distances"], arrays["knn_indices"], metadata, faiss_index,
+            duplicate_of=arrays["duplicate_of"], prompts=prompts,
+        )  # fmt: skip
         index.check_compatible(embedder=embedder, dim=dim, prompt_ids=prompt_ids)
         return index
 

@@ -177,8 +177,8 @@ class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
                     (groups[BUCKET_COLUMN] == rare).float().to(logits.device)
                 )
                 self._metrics[mode]["density/rare_frac"].extend(is_rare.tolist())
-            if self._sampler_ess is not None:
-                self._metrics[mode]["density/ess"] = [self._sampler_ess]
+            for key, value in self._sampler_stats.items():
+                self._metrics[mode][key] = [value]
             return
         chosen, rejected = torch.chunk(logits.squeeze(-1).float(), chunks=2)
         correct = self.accelerator.gather_for_metrics((chosen > rejected).float())

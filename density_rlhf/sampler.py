@@ -123,6 +123,7 @@ class DensitySampler(Sampler[int]):
         self.num_missing = 0
         self._bucket_codes: np.ndarray | None = None  # int8 per row, set by `from_index`; -1 = not in the index
         self._bucket_names: tuple[str, ...] = ()
+        self.clip_stats: dict[str, float] | None = None  # the index's clipping, set by `from_index`
         if log_summary:
             self._log_checklist()
 
@@ -151,6 +152,7 @@ class DensitySampler(Sampler[int]):
         sampler._bucket_codes = np.where(prompt_index >= 0, prompt_codes[np.maximum(prompt_index, 0)], -1).astype(
             np.int8
         )
+        sampler.clip_stats = dict(index.clip_stats)
         sampler._log_checklist()
         return sampler
 
@@ -168,6 +170,7 @@ class DensitySampler(Sampler[int]):
             "rows": n, "rows_assigned": n - self.num_missing, "min_weight": float(w.min()),
             "max_weight": float(w.max()), "ratio": float(w.max() / w.min()) if w.min() > 0 else float("inf"),
             "ess": float(1.0 / np.square(w).sum()),
+            **({f"clip_{k}": v for k, v in self.clip_stats.items()} if self.clip_stats else {}),
         }  # fmt: skip
 
     def _log_checklist(self) -> None:
@@ -177,6 +180,12 @@ class DensitySampler(Sampler[int]):
             s["rows_assigned"], s["rows"], s["min_weight"], s["max_weight"], s["ratio"], s["ess"],
             100 * s["ess"] / s["rows"],
         )  # fmt: skip
+        if self.clip_stats and self.clip_stats["clipped_fraction"] > 0:
+            logger.info(
+                "Density weights clipped (raw max/min %.3g): %.1f%% of prompts raised to the floor, %.2f%% of the "
+                "sampling mass moved", self.clip_stats["raw_ratio"], 100 * self.clip_stats["clipped_fraction"],
+                100 * self.clip_stats["mass_moved"],
+            )  # fmt: skip
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -280,6 +289,7 @@ class DensityRepeatSampler(DensitySampler):
         sampler = cls(base.weights, seed=seed, num_samples=base.num_samples, log_summary=False, **kwargs)
         sampler.num_missing = base.num_missing
         sampler._bucket_codes, sampler._bucket_names = base._bucket_codes, base._bucket_names
+        sampler.clip_stats = base.clip_stats
         return sampler
 
     def _draw(self) -> list[int]:

@@ -9,6 +9,7 @@ from datasets import DatasetDict, load_from_disk
 
 from .data.prepare import PrepareDataArguments, prepare_data
 from .data.prompts import prompt_table
+from .estimators import DEFAULT_DUPLICATE_TOLERANCE, DEFAULT_MAX_WEIGHT_RATIO
 
 
 logger = logging.getLogger(__name__)
@@ -36,10 +37,13 @@ class BuildDensityArguments:
             Weights ∝ density^-alpha.
         estimator (`str`, *optional*, defaults to `"intrinsic"`):
             `intrinsic`, `mean_distance` or `kth_distance` (see `density_rlhf.index`).
-        max_weight_ratio (`float` or `None`, *optional*):
-            Clip weights to this max/min ratio.
+        max_weight_ratio (`float` or `None`, *optional*, defaults to `1000.0`):
+            Clip weights to this max/min ratio; `null` keeps the raw density^-alpha weights.
         uniform_mix (`float`, *optional*, defaults to `0.0`):
             Mix weights with uniform.
+        duplicate_tolerance (`float`, *optional*, defaults to `0.01`):
+            Prompts whose unit embeddings lie closer than this form one duplicate group (see
+            `density_rlhf.estimators`).
         bucket_quantiles (`list[float]`, *optional*, defaults to `[0.2, 0.8]`):
             Density quantiles separating rare / mid / common.
         index_type (`str`, *optional*, defaults to `"auto"`):
@@ -54,6 +58,8 @@ class BuildDensityArguments:
             Embedding batch size.
         seed (`int`, *optional*, defaults to `0`):
             Seed of the IVF clustering.
+        report (`bool`, *optional*, defaults to `True`):
+            Write the weights report (PNGs and markdown, `DensityIndex.report`) to `<density_dir>/report`.
         push_to_hub (`bool`, *optional*, defaults to `False`) and hub_dataset_id (`str` or `None`):
             Upload the index as a dataset repo (token from the `HF_TOKEN` environment variable).
     """
@@ -66,8 +72,14 @@ class BuildDensityArguments:
     k: int = field(default=10, metadata={"help": "Neighbours per prompt."})
     alpha: float = field(default=1.0, metadata={"help": "Weights are proportional to density^-alpha."})
     estimator: str = field(default="intrinsic", metadata={"help": "intrinsic, mean_distance or kth_distance."})
-    max_weight_ratio: float | None = field(default=None, metadata={"help": "Clip weights to this max/min ratio."})
+    max_weight_ratio: float | None = field(
+        default=DEFAULT_MAX_WEIGHT_RATIO,
+        metadata={"help": "Clip weights to this max/min ratio; null for raw weights."},
+    )
     uniform_mix: float = field(default=0.0, metadata={"help": "Mix the weights with uniform by this fraction."})
+    duplicate_tolerance: float = field(
+        default=DEFAULT_DUPLICATE_TOLERANCE, metadata={"help": "Embeddings closer than this are one duplicate group."}
+    )
     bucket_quantiles: list[float] = field(
         default_factory=lambda: [0.2, 0.8], metadata={"help": "Density quantiles separating rare/mid/common."}
     )
@@ -79,6 +91,7 @@ class BuildDensityArguments:
     use_gpu: bool | None = field(default=None, metadata={"help": "Use faiss-gpu (default: when GPUs are visible)."})
     embed_batch_size: int = field(default=64, metadata={"help": "Embedding batch size."})
     seed: int = field(default=0, metadata={"help": "Seed of the IVF clustering."})
+    report: bool = field(default=True, metadata={"help": "Write the weights report to <density_dir>/report."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the index as a Hub dataset repo."})
     hub_dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset repo id for `push_to_hub`."})
 
@@ -109,13 +122,15 @@ def build_density(args: BuildDensityArguments):
     index = DensityIndex.build(
         [row["prompt"] for row in table], [row["id"] for row in table], embedder=args.embedder, k=args.k,
         alpha=args.alpha, estimator=args.estimator, max_weight_ratio=args.max_weight_ratio,
-        uniform_mix=args.uniform_mix, bucket_quantiles=tuple(args.bucket_quantiles), index_type=args.index_type,
+        uniform_mix=args.uniform_mix, duplicate_tolerance=args.duplicate_tolerance, bucket_quantiles=tuple(args.bucket_quantiles), index_type=args.index_type,
         exact_max_size=args.exact_max_size, hnsw_m=args.hnsw_m, hnsw_ef_search=args.hnsw_ef_search,
         ivf_nprobe=args.ivf_nprobe, use_gpu=args.use_gpu, batch_size=args.embed_batch_size, seed=args.seed,
     )  # fmt: skip
     index.save(args.density_dir)
     (Path(args.density_dir) / "build_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
     logger.info("density index saved to %s: %s", args.density_dir, json.dumps(index.summary()))
+    if args.report:
+        logger.info("weights report: %s", index.report(Path(args.density_dir) / "report"))
     if args.push_to_hub:
         logger.info("pushed to %s", index.push_to_hub(args.hub_dataset_id))
     return index
@@ -129,3 +144,34 @@ def ensure_density(density_dir: str | Path, data_dir: str | Path, seed: int = 0)
         logger.warning("no density index in %s: building it from %s with the defaults", density_dir, data_dir)
         return build_density(BuildDensityArguments(data_dir=str(data_dir), density_dir=str(density_dir), seed=seed))
     return DensityIndex.load(density_dir)
+
+
+@dataclass
+class DensityReportArguments:
+    r"""
+    Arguments of `recipes/density_report.py`: the weights report of a saved index.
+
+    Parameters:
+        density_dir (`str`, *optional*, defaults to `"outputs/density"`):
+            A saved `DensityIndex`.
+        output_dir (`str` or `None`, *optional*):
+            Where the report goes; default `<density_dir>/report`.
+        n_examples (`int`, *optional*, defaults to `20`):
+            How many of the rarest and of the commonest prompts to list.
+    """
+
+    density_dir: str = field(default="outputs/density", metadata={"help": "Directory of a saved DensityIndex."})
+    output_dir: str | None = field(default=None, metadata={"help": "Report directory (default <density_dir>/report)."})
+    n_examples: int = field(default=20, metadata={"help": "Rarest and commonest prompts listed."})
+
+    def __post_init__(self):
+        if self.n_examples < 1:
+            raise ValueError(f"n_examples must be >= 1, got {self.n_examples}.")
+
+
+def density_report(args: DensityReportArguments) -> Path:
+    """Load the index in `args.density_dir` and write its weights report."""
+    from .index import DensityIndex
+
+    index = DensityIndex.load(args.density_dir, load_faiss=False)
+    return index.report(args.output_dir or Path(args.density_dir) / "report", args.n_examples)

@@ -263,7 +263,7 @@ class DensityTrainerMixin:
         require_density_source(args, self.density_index, density_sampler)
         self._user_sampler = density_sampler
         self._active_sampler = None
-        self._sampler_ess: float | None = None
+        self._sampler_stats: dict[str, float] = {}  # logged as density/* training metrics
         self._resume_checkpoint: str | None = None
         return args
 
@@ -271,7 +271,12 @@ class DensityTrainerMixin:
         """Restore the sampler's state from the checkpoint being resumed (if any) and remember it for saving."""
         load_sampler_state(sampler, self._resume_checkpoint)
         self._active_sampler = sampler
-        self._sampler_ess = sampler.summary()["ess"] if hasattr(sampler, "summary") else None
+        summary = sampler.summary() if hasattr(sampler, "summary") else {}
+        self._sampler_stats = {
+            f"density/{key}": summary[key]
+            for key in ("ess", "clip_mass_moved", "clip_clipped_fraction")
+            if key in summary
+        }
         return sampler
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
