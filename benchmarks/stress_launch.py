@@ -51,7 +51,9 @@ def main() -> int:
     finally:
         if hog is not None:
             hog.kill()
-    print(f"{passed}/{args.runs} runs passed, both 2-process tests each run, {'no load' if hog is None else 'under load'}")
+    print(
+        f"{passed}/{args.runs} runs passed, both 2-process tests each run, {'no load' if hog is None else 'under load'}"
+    )
     return 0 if passed == args.runs else 1
 
 
