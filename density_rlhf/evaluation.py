@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,8 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from .index import BUCKETS
 
 
 logger = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ class EvaluateArguments:
     reward_models: list[str] = field(default_factory=list, metadata={"help": "name=path of each reward model."})
     num_samples: int = field(default=4, metadata={"help": "Samples per held-out prompt."})
     prompts_per_topic: int | None = field(default=None, metadata={"help": "Unique prompts kept per topic."})
-    max_new_tokens: int = field(default=24, metadata={"help": "Generation length."})
+    max_new_tokens: int = field(default=32, metadata={"help": "Generation length (GRPO's max_completion_length)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
@@ -83,8 +82,60 @@ def held_out_prompts(split, prompts_per_topic: int | None) -> list[dict[str, Any
             continue
         seen.add(row["prompt_id"])
         per_topic[topic] += 1
-        rows.append({"prompt": row["prompt"], "prompt_id": row["prompt_id"], "topic": row.get("topic")})
+        rows.append({
+            "prompt": row["prompt"], "prompt_id": row["prompt_id"], "topic": row.get("topic"),
+            "is_rare": row.get("is_rare"),
+        })  # fmt: skip
     return rows
+
+
+def group_indices(buckets: list[str], topics: list[str | None], is_rare: list[bool | None]) -> dict[str, list[int]]:
+    """Items per reporting group: `all`, the density buckets, and on topic data `rare_topics`, `other_topics` and
+    `topic/<name>`."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, (bucket, topic, rare) in enumerate(zip(buckets, topics, is_rare)):
+        groups[ALL].append(i)
+        groups[bucket].append(i)
+        if topic is not None:
+            groups[f"topic/{topic}"].append(i)
+        if rare is not None:
+            groups["rare_topics" if rare else "other_topics"].append(i)
+    return dict(groups)
+
+
+def on_policy_agreement(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt: among pairs of its samples that differ in rule satisfaction, how many the reward model orders
+    like the ground truth (the satisfying one scored higher), and how many such pairs there are.
+
+    `scores` and `truth` are (prompts, samples). Ties in score count one half.
+    """
+    s, t = np.asarray(scores, dtype=float), np.asarray(truth, dtype=float)
+    diff_truth = t[:, :, None] - t[:, None, :]
+    diff_score = s[:, :, None] - s[:, None, :]
+    pairs = diff_truth > 0  # i satisfies, j does not
+    agree = np.where(pairs, (diff_score > 0) + 0.5 * (diff_score == 0), 0.0)
+    return agree.sum(axis=(1, 2)), pairs.sum(axis=(1, 2)).astype(float)
+
+
+def counterfactual_effects(scorer, prompts: list[str], responses: list[str], edit) -> np.ndarray:
+    """score(prompt, edit(base)) - score(prompt, base) per item, with base the response with any tic removed; NaN
+    where `edit` returns `None` (no place for the edit)."""
+    from .data.synthetic import remove_tic
+
+    base = [remove_tic(r) for r in responses]
+    edited = [edit(b) for b in base]
+    keep = [i for i, e in enumerate(edited) if e is not None]
+    out = np.full(len(responses), np.nan)
+    if keep:
+        kept_prompts = [prompts[i] for i in keep]
+        with_edit = np.asarray(scorer(prompts=kept_prompts, completions=[edited[i] for i in keep]), dtype=float)
+        without = np.asarray(scorer(prompts=kept_prompts, completions=[base[i] for i in keep]), dtype=float)
+        out[keep] = with_edit - without
+    return out
+
+
+def add_politeness(response: str) -> str:
+    return f"{response.rstrip()} Thank you."
 
 
 @torch.inference_mode()
@@ -122,9 +173,11 @@ def evaluate_policy(
     samples: list[list[str]], rows: list[dict[str, Any]], buckets: list[str], scorers: dict[str, Any],
     embeddings: np.ndarray,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
-    """Reward (per reward model), ground-truth rule satisfaction and diversity, per bucket and overall."""
-    from .data import rule_satisfied
+    """Per reporting group: reward (per reward model) and the reward model's agreement with the ground truth on these
+    samples, rule satisfaction, tic and politeness rates, and diversity (also among rule-satisfying samples only)."""
+    from .data.synthetic import has_tic
     from .metrics import diversity_metrics, load_metric
+    from .metrics.stock_patterns.stock_patterns import PATTERNS
 
     k = len(samples[0])
     flat_prompts = [r["prompt"] for r in rows for _ in range(k)]
@@ -135,60 +188,87 @@ def evaluate_policy(
     }
     truth = None
     if all(r["topic"] for r in rows):
+        from .data import rule_satisfied
+
         truth = np.array(
             [[float(rule_satisfied(r["topic"], r["prompt"], c)) for c in group] for r, group in zip(rows, samples)]
         )
+    agreement = {name: on_policy_agreement(r, truth) for name, r in rewards.items()} if truth is not None else {}
+    tic = np.array([[float(has_tic(c)) for c in group] for group in samples])
+    polite_rx = re.compile(PATTERNS["please_thank"], re.IGNORECASE)
+    polite = np.array([[float(bool(polite_rx.search(c))) for c in group] for group in samples])
     emb = embeddings.reshape(len(rows), k, -1)
-    within = []
     # Diversity across the k samples of each prompt. `_compute` is the module's own formula without evaluate's
     # per-call Arrow round trip, which would dominate for hundreds of tiny groups.
     distinct, embedding, bleu = (load_metric(m) for m in ("distinct_n", "embedding_diversity", "self_bleu"))
-    for i, group in enumerate(samples):
-        stats = distinct._compute(predictions=group)
-        stats.update(embedding._compute(predictions=group, embeddings=emb[i]))
-        stats.update(bleu._compute(predictions=group))
-        within.append(stats)
+
+    def within(texts: list[str], vectors: np.ndarray) -> dict[str, float]:
+        stats = distinct._compute(predictions=texts)
+        stats.update(embedding._compute(predictions=texts, embeddings=vectors))
+        stats.update(bleu._compute(predictions=texts))
+        return stats
+
+    within_all = [within(group, emb[i]) for i, group in enumerate(samples)]
+    within_good = [None] * len(rows)  # quality-conditioned: among the rule-satisfying samples, when >= 2 of them
+    if truth is not None:
+        for i, group in enumerate(samples):
+            good = np.flatnonzero(truth[i] > 0)
+            if good.size >= 2:
+                within_good[i] = within([group[j] for j in good], emb[i, good])
+    groups = group_indices(buckets, [r["topic"] for r in rows], [r.get("is_rare") for r in rows])
     results = {}
-    for bucket in (*BUCKETS, ALL):
-        idx = [i for i, b in enumerate(buckets) if bucket in (ALL, b)]
-        if not idx:
-            continue
+    for group, idx in groups.items():
         res = {"n_prompts": float(len(idx))}
         for name, r in rewards.items():
             res[f"reward/{name}"] = float(r[idx].mean())
+            if name in agreement:
+                agree, pairs = (a[idx].sum() for a in agreement[name])
+                res[f"agreement/{name}"] = float(agree / pairs) if pairs else float("nan")
         if truth is not None:
             res["rule_satisfied"] = float(truth[idx].mean())
+        res["tic_rate"] = float(tic[idx].mean())
+        res["politeness_rate"] = float(polite[idx].mean())
         for metric in WITHIN_METRICS:
-            res[f"within/{metric}"] = _mean(within[i][metric] for i in idx)
+            res[f"within/{metric}"] = _mean(within_all[i][metric] for i in idx)
+            res[f"within_satisfying/{metric}"] = _mean(within_good[i][metric] for i in idx if within_good[i])
         across = [samples[i][0] for i in idx]  # one sample per prompt: diversity across prompts
-        for key, value in diversity_metrics(across, emb[idx, 0]).items():
-            res[f"across/{key}"] = value
-        res["em_dash_rate"] = load_metric("em_dash_rate").compute(predictions=[c for i in idx for c in samples[i]])[
+        if len(across) >= 2:
+            for key, value in diversity_metrics(across, emb[idx, 0]).items():
+                res[f"across/{key}"] = value
+        res["em_dash_rate"] = load_metric("em_dash_rate")._compute(predictions=[c for i in idx for c in samples[i]])[
             "em_dash_rate"
         ]
-        results[bucket] = res
+        results[group] = res
     return results
 
 
 def evaluate_reward_model(scorer, split, buckets: list[str]) -> dict[str, dict[str, float]]:
-    """Held-out accuracy and Bradley-Terry loss of a reward model, per bucket, per topic and overall."""
+    """Held-out accuracy and Bradley-Terry loss of a reward model per group, and two counterfactual probes on the
+    held-out responses: `tic_effect` (score with the tic minus without, same response) and `politeness_effect`
+    (with " Thank you." appended minus without)."""
+    from .data.synthetic import add_tic
+
     prompts = list(split["prompt"])
     chosen = np.asarray(scorer(prompts=prompts, completions=list(split["chosen"])))
     rejected = np.asarray(scorer(prompts=prompts, completions=list(split["rejected"])))
     margin = chosen - rejected
     correct, loss = (margin > 0).astype(float), np.logaddexp(0.0, -margin)
-    groups: dict[str, list[int]] = defaultdict(list)
-    topics = split["topic"] if "topic" in split.column_names else [None] * len(split)
-    for i, (bucket, topic) in enumerate(zip(buckets, topics)):
-        groups[ALL].append(i)
-        groups[bucket].append(i)
-        if topic is not None:
-            groups[f"topic/{topic}"].append(i)
-    if "is_rare" in split.column_names:
-        for i, rare in enumerate(split["is_rare"]):
-            groups["rare_topics" if rare else "other_topics"].append(i)
+    both_prompts, both = prompts + prompts, list(split["chosen"]) + list(split["rejected"])
+    tic_effect = counterfactual_effects(scorer, both_prompts, both, add_tic).reshape(2, -1)
+    polite_effect = counterfactual_effects(scorer, both_prompts, both, add_politeness).reshape(2, -1)
+    columns = split.column_names
+    groups = group_indices(
+        buckets, list(split["topic"]) if "topic" in columns else [None] * len(split),
+        list(split["is_rare"]) if "is_rare" in columns else [None] * len(split),
+    )  # fmt: skip
     return {
-        g: {"accuracy": float(correct[idx].mean()), "loss": float(loss[idx].mean()), "n": float(len(idx))}
+        g: {
+            "accuracy": float(correct[idx].mean()),
+            "loss": float(loss[idx].mean()),
+            "n": float(len(idx)),
+            "tic_effect": _mean(tic_effect[:, idx].ravel()),
+            "politeness_effect": _mean(polite_effect[:, idx].ravel()),
+        }  # fmt: skip
         for g, idx in groups.items()
     }
 
@@ -226,6 +306,10 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
         results.setdefault("samples", {})[name] = [
             {"prompt": r["prompt"], "samples": s} for r, s in zip(rows[:5], samples[:5])
         ]
+    if "SFT" in results["policies"]:  # each reward model's agreement with the ground truth on the SFT policy's samples
+        for rm, groups in results["reward_models"].items():
+            for group, stats in groups.items():
+                stats["on_policy_agreement"] = results["policies"]["SFT"].get(group, {}).get(f"agreement/{rm}")
     Path(args.output_file).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output_file).write_text(json.dumps(results, indent=2) + "\n")
     return results

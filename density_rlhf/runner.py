@@ -1,10 +1,14 @@
-"""The hypothesis experiment in one command: data -> density -> SFT -> RM (A, B) -> GRPO (A-D) -> evaluation -> report.
+"""The hypothesis experiment in one command: per seed, world -> density -> SFT -> RM (A, B) -> GRPO (O, A-D) ->
+evaluation; then results.json, report.md and plots over the seeds.
 
 Every stage runs its recipe in a subprocess with its log in `<output_dir>/logs/`. A stage whose output holds a marker
-with the same configuration hash (its command line plus the hashes of the stages it depends on) is skipped, so an
-interrupted run picks up where it stopped. Stochastic stages (SFT, RM, GRPO, evaluation) repeat for every seed.
+with the same configuration hash (its command line, its config's content and the hashes of the stages it depends
+on) is skipped, so an interrupted run picks up where it stopped. Each seed draws its own world (`world_seed` follows
+`seed` unless fixed). Independent stages run concurrently (`max_parallel`), each with its thread count capped.
+`O` is the positive control: GRPO on the ground-truth reward from the same SFT policy.
 """
 
+import functools
 import hashlib
 import json
 import logging
@@ -21,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from . import __version__
 from .cli import RECIPES_DIR, check_hardware, load_config, resolve_config
 from .index import BUCKETS
 
@@ -29,12 +34,17 @@ logger = logging.getLogger(__name__)
 
 MARKER = ".density_rlhf_stage.json"
 HYPOTHESES = ("A", "B", "C", "D")
+ORACLE = "O"
 # Reward model used by each hypothesis: C reuses A's (uniform) RM and D reuses B's (density) RM; their
 # hypothesis files configure identical RM training, so the runner trains each RM once per seed.
 RM_OF = {"A": "A", "B": "B", "C": "A", "D": "B"}
 RM_NAMES = {"A": "uniform", "B": "density"}
-KEY_METRICS = ("rule_satisfied", "reward/uniform", "reward/density", "within/distinct_2", "within/embedding_diversity",
-               "across/embedding_diversity", "across/distinct_2", "across/self_bleu", "across/token_gini", "em_dash_rate")  # fmt: skip
+KEY_METRICS = ("rule_satisfied", "tic_rate", "politeness_rate", "reward/uniform", "reward/density",
+               "agreement/uniform", "agreement/density", "within/distinct_2", "within/embedding_diversity",
+               "within_satisfying/distinct_2", "within_satisfying/embedding_diversity", "across/embedding_diversity",
+               "across/self_bleu", "em_dash_rate")  # fmt: skip
+RM_METRICS = ("accuracy", "loss", "on_policy_agreement", "tic_effect", "politeness_effect")
+REPORT_GROUPS = ("rare_topics", "other_topics", "rare", "common", "all")
 
 
 @dataclass
@@ -45,10 +55,18 @@ class RunnerArguments:
     Parameters:
         output_dir (`str`, *optional*, defaults to `"outputs/run"`):
             Root of every stage's output, the logs, `results.json`, `report.md` and the plots.
-        seeds (`list[int]`, *optional*, defaults to `[0]`):
-            Seeds of the stochastic stages (SFT, reward models, GRPO, evaluation).
+        seeds (`list[int]`, *optional*, defaults to `[0, 1, 2]`):
+            Seeds of every stage: each seed draws its own world (unless `world_seed` is set) and trains on it.
+        world_seed (`int` or `None`, *optional*):
+            Fix the world across seeds (only training varies); `None` lets the world follow the seed.
         hypotheses (`list[str]`, *optional*, defaults to `["A", "B", "C", "D"]`):
             Hypotheses to run; `A` is always included as the baseline.
+        oracle (`bool`, *optional*, defaults to `True`):
+            Run the positive control `O` (GRPO on the ground-truth reward, `oracle_config`).
+        oracle_config (`str`, *optional*, defaults to `"hyp_o.yaml"`):
+            YAML of the oracle arm (a `grpo:` section).
+        max_parallel (`int`, *optional*, defaults to `2`):
+            Stages run at once when their inputs are ready; each gets `cpu_count // max_parallel` threads.
         prepare_config / density_config / sft_config (`str`, *optional*):
             Recipe YAMLs of the data, density and SFT stages.
         hypothesis_config (`str`, *optional*, defaults to `"hyp_{h}.yaml"`):
@@ -65,8 +83,12 @@ class RunnerArguments:
     """
 
     output_dir: str = field(default="outputs/run", metadata={"help": "Root directory of the run."})
-    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Seeds of the stochastic stages."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds (world and training)."})
+    world_seed: int | None = field(default=None, metadata={"help": "Fix the world across seeds (default: per seed)."})
     hypotheses: list[str] = field(default_factory=lambda: list(HYPOTHESES), metadata={"help": "Hypotheses to run."})
+    oracle: bool = field(default=True, metadata={"help": "Run the positive control O (ground-truth reward)."})
+    oracle_config: str = field(default="hyp_o.yaml", metadata={"help": "YAML of the oracle arm."})
+    max_parallel: int = field(default=2, metadata={"help": "Stages run at once (threads capped per stage)."})
     prepare_config: str = field(default="prepare_data.yaml", metadata={"help": "Data stage YAML."})
     density_config: str = field(default="build_density.yaml", metadata={"help": "Density stage YAML."})
     sft_config: str = field(default="sft.yaml", metadata={"help": "SFT stage YAML."})
@@ -91,6 +113,10 @@ class RunnerArguments:
             self.hypotheses.insert(0, "A")  # the baseline every comparison is made against
         if not self.seeds:
             raise ValueError("seeds must not be empty.")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}.")
+        if self.max_parallel < 1:
+            raise ValueError(f"max_parallel must be >= 1, got {self.max_parallel}.")
 
 
 @dataclass
@@ -106,11 +132,14 @@ class Stage:
 
     @property
     def hash(self) -> str:
-        """Changes with the script, the config's content (not just its name), the arguments and any upstream stage."""
+        """Changes with the recipe's code, the library's source, the config's content (not just its name), the
+        arguments and any upstream stage."""
         config = load_config(resolve_config(self.config), self.section) if self.config else None
+        code = hashlib.sha256((RECIPES_DIR / self.script).read_bytes()).hexdigest()
         payload = json.dumps(
-            [self.script, config, self.args, [d.hash for d in self.deps]], sort_keys=True, default=str
-        )
+            [self.script, code, library_source_hash(), config, self.args, [d.hash for d in self.deps]],
+            sort_keys=True, default=str,
+        )  # fmt: skip
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -118,64 +147,74 @@ class StageFailed(RuntimeError):
     pass
 
 
+@functools.cache
+def library_source_hash() -> str:
+    """sha256 over the package's Python sources and version: a code change re-runs the stages it may affect."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256(__version__.encode())
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _fmt(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def build_stages(args: RunnerArguments) -> list[Stage]:
-    """The stage graph of the experiment, in execution order."""
+    """The stage graph of the experiment, in an order that respects every dependency."""
     root = Path(args.output_dir).resolve()
-    data, density = root / "data", root / "density"
-    shrink = {"n_train_pairs": args.n_train_pairs}
-    stages = []
-    prep_args = ["--output_dir", str(data)] + [
-        x for k, v in shrink.items() if v is not None for x in (f"--{k}", str(v))
-    ]
-    prep = Stage("prepare_data", "prepare_data.py", args.prepare_config, None, prep_args, data)
-    dens = Stage("build_density", "build_density.py", args.density_config, None,
-                 ["--data_dir", str(data), "--density_dir", str(density)], density, [prep])  # fmt: skip
-    stages += [prep, dens]
-    common = ["--data_dir", str(data), "--report_to", args.report_to]
+    stages: list[Stage] = []
+    common = ["--report_to", args.report_to]
+    worlds: dict[int, tuple[Stage, Stage]] = {}
     for seed in args.seeds:
+        world = seed if args.world_seed is None else args.world_seed
+        if world not in worlds:
+            base = root / f"world{world}"
+            prep_args = ["--output_dir", str(base / "data"), "--seed", str(world)]
+            if args.n_train_pairs is not None:
+                prep_args += ["--n_train_pairs", str(args.n_train_pairs)]
+            prep = Stage(f"prepare_data[world={world}]", "prepare_data.py", args.prepare_config, None, prep_args,
+                         base / "data")  # fmt: skip
+            dens = Stage(f"build_density[world={world}]", "build_density.py", args.density_config, None,
+                         ["--data_dir", str(base / "data"), "--density_dir", str(base / "density")], base / "density",
+                         [prep])  # fmt: skip
+            worlds[world] = (prep, dens)
+            stages += [prep, dens]
+        prep, dens = worlds[world]
+        data, density = prep.output, dens.output
         run = root / f"seed{seed}"
-        sft_args = [
-            *common,
-            "--seed",
-            str(seed),
-            "--output_dir",
-            str(run / "sft"),
-            "--model_name_or_path",
-            str(data / "tiny" / "policy"),
-        ]
+        seeded = [*common, "--seed", str(seed), "--data_dir", str(data)]
+        sft_args = [*seeded, "--output_dir", str(run / "sft"), "--model_name_or_path", str(data / "tiny" / "policy")]
         if args.sft_max_steps:
             sft_args += ["--max_steps", str(args.sft_max_steps)]
         sft = Stage(f"sft[seed={seed}]", "train_sft.py", args.sft_config, None, sft_args, run / "sft", [prep], True)
         stages.append(sft)
         rms = {}
         for h in sorted({RM_OF[h] for h in args.hypotheses}):
-            rm_args = [*common, "--seed", str(seed), "--output_dir", str(run / f"rm_{h.lower()}"),
-                       "--density_index_path", str(density), "--model_name_or_path", str(data / "tiny" / "reward")]  # fmt: skip
+            rm_args = [*seeded, "--output_dir", str(run / f"rm_{h.lower()}"), "--density_index_path", str(density),
+                       "--model_name_or_path", str(data / "tiny" / "reward")]  # fmt: skip
             if args.rm_max_steps:
-                rm_args += [
-                    "--max_steps",
-                    str(args.rm_max_steps),
-                    "--eval_steps",
-                    str(args.rm_max_steps),
-                    "--save_steps",
-                    str(args.rm_max_steps),
-                ]
+                rm_args += ["--max_steps", str(args.rm_max_steps), "--eval_steps", str(args.rm_max_steps),
+                            "--save_steps", str(args.rm_max_steps)]  # fmt: skip
             rms[h] = Stage(f"rm_{h}[seed={seed}]", "train_rm.py", args.hypothesis_config.format(h=h.lower()), "reward",
                            rm_args, run / f"rm_{h.lower()}", [prep, dens], True)  # fmt: skip
             stages.append(rms[h])
         grpos = {}
-        for h in args.hypotheses:
-            grpo_args = [*common, "--seed", str(seed), "--output_dir", str(run / f"grpo_{h.lower()}"),
-                         "--density_index_path", str(density), "--model_name_or_path", str(run / "sft"),
-                         "--reward_model_path", str(rms[RM_OF[h]].output)]  # fmt: skip
+        arms = ([ORACLE] if args.oracle else []) + list(args.hypotheses)
+        for h in arms:
+            grpo_args = [*seeded, "--output_dir", str(run / f"grpo_{h.lower()}"), "--density_index_path", str(density),
+                         "--model_name_or_path", str(run / "sft")]  # fmt: skip
+            deps = [dens, sft]
+            if h != ORACLE:
+                grpo_args += ["--reward_model_path", str(rms[RM_OF[h]].output)]
+                deps.append(rms[RM_OF[h]])
             if args.grpo_max_steps:
                 grpo_args += ["--max_steps", str(args.grpo_max_steps), "--save_steps", str(args.grpo_max_steps)]
-            grpos[h] = Stage(f"grpo_{h}[seed={seed}]", "train_grpo.py", args.hypothesis_config.format(h=h.lower()), "grpo",
-                             grpo_args, run / f"grpo_{h.lower()}", [dens, sft, rms[RM_OF[h]]], True)  # fmt: skip
+            config = args.oracle_config if h == ORACLE else args.hypothesis_config.format(h=h.lower())
+            grpos[h] = Stage(f"grpo_{h}[seed={seed}]", "train_grpo.py", config, "grpo", grpo_args,
+                             run / f"grpo_{h.lower()}", deps, True)  # fmt: skip
             stages.append(grpos[h])
         eval_args = [
             "--data_dir", str(data), "--density_index_path", str(density), "--seed", str(seed),
@@ -186,7 +225,7 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
         if args.eval_prompts_per_topic:
             eval_args += ["--prompts_per_topic", str(args.eval_prompts_per_topic)]
         stages.append(Stage(f"evaluate[seed={seed}]", "evaluate.py", None, None, eval_args, run / "eval",
-                            [*rms.values(), *grpos.values()]))  # fmt: skip
+                            [sft, *rms.values(), *grpos.values()]))  # fmt: skip
     return stages
 
 
@@ -206,7 +245,7 @@ def _command(stage: Stage, launcher: str) -> list[str]:
     return [*prefix, script, *config, *stage.args]
 
 
-def run_stage(stage: Stage, launcher: str, log_dir: Path, index: int, total: int) -> dict[str, Any]:
+def run_stage(stage: Stage, launcher: str, log_dir: Path, index: int, total: int, threads: int = 0) -> dict[str, Any]:
     """Run one stage unless it already finished with this configuration; raise `StageFailed` naming stage and log.
 
     The marker records the configuration hash when the stage starts and `done` when it finishes. A finished stage
@@ -232,6 +271,8 @@ def run_stage(stage: Stage, launcher: str, log_dir: Path, index: int, total: int
         f.write(shlex.join(command) + "\n\n")
         f.flush()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if threads:  # concurrent stages share the cores instead of oversubscribing them
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=env)
     seconds = time.time() - start
     if result.returncode != 0:
@@ -258,6 +299,42 @@ def mean_ci(values: list[float]) -> dict[str, Any]:
     return out
 
 
+def minimum_detectable_effect(values: list[float], power: float = 0.8, alpha: float = 0.05) -> float | None:
+    """Smallest true mean difference a paired two-sided t-test over these seeds detects with `power`:
+    (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n), with the observed sd. `None` below two seeds."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if x.size < 2:
+        return None
+    n = x.size
+    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * x.std(ddof=1) / math.sqrt(n))
+
+
+def p_value(values: list[float], null: float = 0.0) -> float | None:
+    """Two-sided one-sample t-test p-value of the seed differences against `null` (`None` below two seeds)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if x.size < 2:
+        return None
+    if x.std(ddof=1) == 0:
+        return 0.0 if x.mean() != null else 1.0
+    return float(stats.ttest_1samp(x, null).pvalue)
+
+
+def holm(p_values: list[float | None], alpha: float = 0.05) -> list[bool | None]:
+    """Holm-Bonferroni step-down: which hypotheses are rejected at family-wise error `alpha` (`None` stays `None`)."""
+    known = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    rejected: list[bool | None] = [None if p is None else False for p in p_values]
+    m = len(known)
+    for rank, (p, i) in enumerate(known):
+        if p > alpha / (m - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
 def verdict(diff: dict[str, Any]) -> str:
     if diff["ci_low"] is None:
         return f"no detectable difference ({diff['n']} seed{'s' if diff['n'] != 1 else ''}: no interval)"
@@ -268,101 +345,122 @@ def verdict(diff: dict[str, Any]) -> str:
     return "no detectable difference"
 
 
+def _difference(values: list[float]) -> dict[str, Any]:
+    stat = mean_ci(values)
+    stat.update(verdict=verdict(stat), mde=minimum_detectable_effect(values), p_value=p_value(values))
+    return stat
+
+
 def aggregate(per_seed: dict[int, dict[str, Any]], hypotheses: list[str]) -> dict[str, Any]:
-    """Mean and CI over seeds of every policy x bucket x metric and RM x group x metric; paired differences vs A."""
+    """Mean and CI over seeds of every policy x group x metric and RM x group x metric; paired differences of
+    every arm against A (policies) and of the density RM against the uniform one, with Holm-corrected verdicts."""
     seeds = sorted(per_seed)
-    policies = ["SFT", *hypotheses]
-    buckets = [*BUCKETS, "all"]
+    first = per_seed[seeds[0]]
+    policies = list(first["policies"])
     out: dict[str, Any] = {"seeds": seeds, "policies": {}, "reward_models": {}, "comparisons": {}}
+
+    def value(s, kind, name, group, metric):
+        return per_seed[s][kind].get(name, {}).get(group, {}).get(metric, float("nan"))
+
     for p in policies:
-        out["policies"][p] = {}
-        for b in buckets:
-            metrics = sorted({m for s in seeds for m in per_seed[s]["policies"][p].get(b, {})})
-            out["policies"][p][b] = {
-                m: mean_ci([per_seed[s]["policies"][p].get(b, {}).get(m, float("nan")) for s in seeds])
-                for m in metrics
-            }
-    for rm in sorted(per_seed[seeds[0]]["reward_models"]):
-        groups = per_seed[seeds[0]]["reward_models"][rm]
-        out["reward_models"][rm] = {
-            g: {m: mean_ci([per_seed[s]["reward_models"][rm][g][m] for s in seeds]) for m in ("accuracy", "loss")}
+        groups = sorted({g for s in seeds for g in per_seed[s]["policies"][p]})
+        out["policies"][p] = {
+            g: {m: mean_ci([value(s, "policies", p, g, m) for s in seeds])
+                for m in sorted({m for s in seeds for m in per_seed[s]["policies"][p].get(g, {})})}
             for g in groups
-        }
-    for h in hypotheses:
-        if h == "A":
+        }  # fmt: skip
+    for rm in sorted(first["reward_models"]):
+        out["reward_models"][rm] = {
+            g: {m: mean_ci([value(s, "reward_models", rm, g, m) for s in seeds]) for m in RM_METRICS
+                if m in first["reward_models"][rm][g]}
+            for g in first["reward_models"][rm]
+        }  # fmt: skip
+    for p in policies:
+        if p == "A" or "A" not in policies:
             continue
-        out["comparisons"][f"{h}-A"] = {}
-        for b in buckets:
-            rows = {}
-            for m in KEY_METRICS:
-                diffs = [
-                    per_seed[s]["policies"][h].get(b, {}).get(m, float("nan"))
-                    - per_seed[s]["policies"]["A"].get(b, {}).get(m, float("nan"))
-                    for s in seeds
-                ]
-                if all(math.isnan(d) for d in diffs):
-                    continue
-                stat = mean_ci(diffs)
-                stat["verdict"] = verdict(stat)
-                rows[m] = stat
-            out["comparisons"][f"{h}-A"][b] = rows
+        out["comparisons"][f"{p}-A"] = {
+            g: {m: _difference([value(s, "policies", p, g, m) - value(s, "policies", "A", g, m) for s in seeds])
+                for m in KEY_METRICS if not math.isnan(value(seeds[0], "policies", p, g, m))}
+            for g in out["policies"][p]
+        }  # fmt: skip
     if {"uniform", "density"} <= set(out["reward_models"]):
-        rm_rows = {}
-        for g in out["reward_models"]["uniform"]:
-            for m in ("accuracy", "loss"):
-                diffs = [
-                    per_seed[s]["reward_models"]["density"][g][m] - per_seed[s]["reward_models"]["uniform"][g][m]
-                    for s in seeds
-                ]
-                stat = mean_ci(diffs)
-                stat["verdict"] = verdict(stat)
-                rm_rows[f"{g}/{m}"] = stat
-        out["comparisons"]["RM density-uniform"] = rm_rows
+        out["comparisons"]["RM density-uniform"] = {
+            g: {m: _difference([value(s, "reward_models", "density", g, m) - value(s, "reward_models", "uniform", g, m)
+                                for s in seeds])
+                for m in out["reward_models"]["uniform"][g]}
+            for g in out["reward_models"]["uniform"]
+        }  # fmt: skip
+    out["primary_endpoints"] = primary_endpoints(per_seed, seeds)
+    # Everything else is exploratory: one Holm family over every comparison's p-value.
+    family = [(c, g, m) for c, block in out["comparisons"].items() for g, row in block.items() for m in row]
+    rejected = holm([out["comparisons"][c][g][m]["p_value"] for c, g, m in family])
+    for (c, g, m), rej in zip(family, rejected):
+        stat = out["comparisons"][c][g][m]
+        stat["holm_verdict"] = ("higher" if stat["mean"] > 0 else "lower") if rej else "no detectable difference"
+    out["exploratory_tests"] = len([r for r in rejected if r is not None])
     return out
 
 
+# --- pre-registered primary endpoints ------------------------------------------------------------------------------
+# (name, what is compared, kind, key, group, metric, threshold, direction). A difference "X-Y" is X minus Y per
+# seed; the verdict asks whether the 95% interval lies beyond `threshold` in `direction`.
+PRIMARY_ENDPOINTS = (
+    ("Positive control: O raises rare-topic rule satisfaction above SFT + 0.2", ("O", "SFT"), "policies",
+     "rare_topics", "rule_satisfied", 0.2, "higher"),
+    ("Tic collapse: A raises the rare-topic tic rate above SFT by >= 0.2", ("A", "SFT"), "policies",
+     "rare_topics", "tic_rate", 0.2, "higher"),
+    ("The uniform RM rewards the tic on rare-topic responses (tic effect > 0)", ("uniform", None), "reward_models",
+     "rare_topics", "tic_effect", 0.0, "higher"),
+    ("RM accuracy on rare topics: density RM above uniform RM (B > A)", ("density", "uniform"), "reward_models",
+     "rare_topics", "accuracy", 0.0, "higher"),
+    ("RM tic effect on rare topics: density RM below uniform RM", ("density", "uniform"), "reward_models",
+     "rare_topics", "tic_effect", 0.0, "lower"),
+    ("Policy rule satisfaction on rare topics: B above A", ("B", "A"), "policies", "rare_topics",
+     "rule_satisfied", 0.0, "higher"),
+    ("Policy rule satisfaction on rare topics: C above A", ("C", "A"), "policies", "rare_topics",
+     "rule_satisfied", 0.0, "higher"),
+    ("Tic rate on rare topics: D below A (density sampling resists the collapse)", ("D", "A"), "policies",
+     "rare_topics", "tic_rate", 0.0, "lower"),
+)  # fmt: skip
+
+
+def primary_endpoints(per_seed: dict[int, dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+    """The pre-registered endpoints: measured difference with 95% interval, minimum detectable effect and verdict."""
+    rows = []
+    for name, (x, y), kind, group, metric, threshold, direction in PRIMARY_ENDPOINTS:
+        xs = [per_seed[s][kind].get(x, {}).get(group, {}).get(metric) for s in seeds]
+        ys = [per_seed[s][kind].get(y, {}).get(group, {}).get(metric) if y else 0.0 for s in seeds]
+        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in xs + ys):
+            rows.append({"endpoint": name, "status": "not run"})
+            continue
+        diffs = [a - b for a, b in zip(xs, ys)]
+        stat = mean_ci(diffs)
+        stat["mde"] = minimum_detectable_effect(diffs)
+        if stat["ci_low"] is None:
+            decided = "undecided (one seed)"
+        elif direction == "higher":
+            decided = (
+                "supported"
+                if stat["ci_low"] > threshold
+                else ("contradicted" if stat["ci_high"] < threshold else "undecided")
+            )
+        else:
+            decided = (
+                "supported"
+                if stat["ci_high"] < -threshold
+                else ("contradicted" if stat["ci_low"] > -threshold else "undecided")
+            )
+        label = f"{x} - {y}" if y else x
+        rows.append({"endpoint": name, "difference": label, "group": group, "metric": metric, "threshold": threshold,
+                     "direction": direction, **stat, "verdict": decided})  # fmt: skip
+    return rows
+
+
 # --- report -------------------------------------------------------------------------------------------------------
-PREDICTIONS = [  # the seeds' predictions (research note 000), next to what was measured
-    ("RM loss on rare prompts: density RM below uniform RM (B < A)", "RM density-uniform", "rare/loss", "lower"),
-    (
-        "RM loss on common prompts: about the same (B ~ A)",
-        "RM density-uniform",
-        "common/loss",
-        "no detectable difference",
-    ),
-    (
-        "RM accuracy on rare topics: density RM above uniform RM",
-        "RM density-uniform",
-        "rare_topics/accuracy",
-        "higher",
-    ),
-    ("Policy ground truth on rare prompts: B above A", "B-A", ("rare", "rule_satisfied"), "higher"),
-    (
-        "Policy ground truth on common prompts: B about A",
-        "B-A",
-        ("common", "rule_satisfied"),
-        "no detectable difference",
-    ),
-    (
-        "Policy diversity: B above A (embedding diversity across prompts)",
-        "B-A",
-        ("all", "across/embedding_diversity"),
-        "higher",
-    ),
-    (
-        "Policy ground truth on rare prompts: C only marginally above A",
-        "C-A",
-        ("rare", "rule_satisfied"),
-        "no detectable difference",
-    ),
-    ("Em-dash rate: lower with density sampling (D below A)", "D-A", ("all", "em_dash_rate"), "lower"),
-]
-
-
-def _fmt_stat(stat: dict[str, Any] | None, digits: int = 3) -> str:
+def _fmt_stat(stat: dict[str, Any] | None, digits: int = 3, signed: bool = False) -> str:
     if stat is None or stat.get("mean") is None or (isinstance(stat["mean"], float) and math.isnan(stat["mean"])):
         return "n/a"
-    sign = "+" if "verdict" in stat else ""  # differences carry a sign, levels do not
+    sign = "+" if signed or "verdict" in stat else ""  # differences carry a sign, levels do not
     text = f"{stat['mean']:{sign}.{digits}f}"
     if stat.get("ci_low") is not None:
         text += f" [{stat['ci_low']:{sign}.{digits}f}, {stat['ci_high']:{sign}.{digits}f}]"
@@ -370,66 +468,67 @@ def _fmt_stat(stat: dict[str, Any] | None, digits: int = 3) -> str:
 
 
 def write_report(results: dict[str, Any], root: Path, plots: list[str]) -> Path:
+    seeds = results["seeds"]
     lines = ["# Density-aware sampling: hypothesis report", ""]
-    lines.append(f"Seeds: {results['seeds']}. Means over seeds with 95% t-intervals in brackets (none with one seed). "
-                 "A difference is called only when its interval excludes 0.")  # fmt: skip
-    lines += [
-        "",
-        "## The seeds' predictions against the measurements",
-        "",
-        "| prediction | measured difference | verdict | as predicted? |",
-        "|---|---|---|---|",
-    ]
-    for text, comparison, key, expected in PREDICTIONS:
-        block = results["comparisons"].get(comparison, {})
-        stat = block.get(key) if isinstance(key, str) else block.get(key[0], {}).get(key[1])
-        if stat is None:
-            lines.append(f"| {text} | not run | | |")
+    lines.append(f"Seeds: {seeds} (each seed its own world unless `world_seed` was fixed). Means over seeds with "
+                 "95% t-intervals in brackets (none with one seed). MDE: the minimum detectable effect of a paired "
+                 "two-sided test over these seeds at 80% power.")  # fmt: skip
+    lines += ["", "## Primary endpoints (pre-registered)", "",
+              "| prediction | difference | group / metric | measured [95% CI] | MDE | verdict |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for row in results["primary_endpoints"]:
+        if row.get("status") == "not run":
+            lines.append(f"| {row['endpoint']} | not run | | | | |")
             continue
-        ok = (
-            "yes"
-            if stat["verdict"] == expected
-            else ("undecided" if stat["verdict"].startswith("no detectable") else "no")
-        )
-        lines.append(f"| {text} | {_fmt_stat(stat)} | {stat['verdict']} | {ok} |")
-    lines += [
-        "",
-        "## Reward models on held-out pairs",
-        "",
-        "| group | uniform (A, C) acc | density (B, D) acc | uniform loss | density loss |",
-        "|---|---|---|---|---|",
-    ]
+        mde = f"{row['mde']:.3f}" if row.get("mde") is not None else "n/a"
+        lines.append(f"| {row['endpoint']} | {row['difference']} | {row['group']} / {row['metric']} | "
+                     f"{_fmt_stat(row, signed=True)} | {mde} | {row['verdict']} |")  # fmt: skip
+    lines += ["", "A verdict is `supported` when the interval lies beyond the threshold in the predicted direction, "
+              "`contradicted` when it lies on the other side, `undecided` otherwise.", ""]  # fmt: skip
+    lines += ["## Exploratory (Holm-corrected over "
+              f"{results.get('exploratory_tests', 0)} tests)", ""]  # fmt: skip
     rms = results["reward_models"]
-    if {"uniform", "density"} <= set(rms):
-        for g in ["rare", "mid", "common", "rare_topics", "other_topics", "all"]:
-            if g in rms["uniform"]:
-                u, d = rms["uniform"][g], rms["density"][g]
-                lines.append(
-                    f"| {g} | {_fmt_stat(u['accuracy'])} | {_fmt_stat(d['accuracy'])} | {_fmt_stat(u['loss'])} | {_fmt_stat(d['loss'])} |"
-                )
-    lines += ["", "## Policies on held-out prompts", ""]
+    lines += ["### Reward models on held-out pairs", "",
+              "| RM | group | accuracy | loss | on-policy agreement (SFT samples) | tic effect | politeness effect |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for rm, groups in rms.items():
+        for g in (*REPORT_GROUPS, *sorted(k for k in groups if k.startswith("topic/"))):
+            if g in groups:
+                row = groups[g]
+                cells = [_fmt_stat(row.get(m)) for m in RM_METRICS]
+                lines.append(f"| {rm} | {g} | " + " | ".join(cells) + " |")
     policies = list(results["policies"])
-    for bucket in ("rare", "common", "all"):
-        lines += [
-            f"### bucket: {bucket}",
-            "",
-            "| metric | " + " | ".join(policies) + " |",
-            "|---" * (len(policies) + 1) + "|",
-        ]
+    lines += ["", "### Policies on held-out prompts", ""]
+    for group in REPORT_GROUPS:
+        lines += [f"#### {group}", "", "| metric | " + " | ".join(policies) + " |", "|---" * (len(policies) + 1) + "|"]
         for m in KEY_METRICS:
-            cells = [_fmt_stat(results["policies"][p].get(bucket, {}).get(m)) for p in policies]
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            cells = [_fmt_stat(results["policies"][p].get(group, {}).get(m)) for p in policies]
+            if any(c != "n/a" for c in cells):
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Differences against A", ""]
+    topics = sorted({g for p in policies for g in results["policies"][p] if g.startswith("topic/")})
+    if topics:
+        lines += ["#### rule satisfaction by topic", "", "| topic | " + " | ".join(policies) + " |",
+                  "|---" * (len(policies) + 1) + "|"]  # fmt: skip
+        for t in topics:
+            cells = [_fmt_stat(results["policies"][p].get(t, {}).get("rule_satisfied")) for p in policies]
+            lines.append(f"| {t.split('/', 1)[1]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["### Differences (Holm-corrected verdicts)", ""]
     for comparison, block in results["comparisons"].items():
-        if comparison.startswith("RM"):
-            continue
-        lines += [f"### {comparison}", "", "| metric | rare | mid | common | all |", "|---|---|---|---|---|"]
-        for m in KEY_METRICS:
+        groups = [g for g in REPORT_GROUPS if g in block]
+        lines += [
+            f"#### {comparison}",
+            "",
+            "| metric | " + " | ".join(groups) + " |",
+            "|---" * (len(groups) + 1) + "|",
+        ]
+        metrics = sorted({m for g in groups for m in block[g]}, key=lambda m: (m not in KEY_METRICS, m))
+        for m in metrics:
             cells = []
-            for b in (*BUCKETS, "all"):
-                stat = block.get(b, {}).get(m)
-                cells.append(f"{_fmt_stat(stat)} ({stat['verdict']})" if stat else "n/a")
+            for g in groups:
+                stat = block[g].get(m)
+                cells.append(f"{_fmt_stat(stat)} ({stat['holm_verdict']})" if stat else "n/a")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
@@ -476,24 +575,22 @@ def make_plots(results: dict[str, Any], root: Path, density_dir: Path, hypothese
         ax.legend(fontsize=8)
 
     rms = results["reward_models"]
-    groups = [g for g in ("rare", "mid", "common", "rare_topics", "other_topics") if all(g in rms[r] for r in rms)]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    bars(ax, {f"RM {r}": [rms[r][g]["accuracy"] for g in groups] for r in rms}, groups, "held-out accuracy")
-    ax.set_title("Reward-model accuracy by bucket (error bars: 95% CI over seeds)")
+    groups = [g for g in REPORT_GROUPS if all(g in rms[r] for r in rms)]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
+    bars(axes[0], {f"RM {r}": [rms[r][g]["accuracy"] for g in groups] for r in rms}, groups, "held-out accuracy")
+    axes[0].set_title("Reward-model accuracy (error bars: 95% CI over seeds)")
+    bars(axes[1], {f"RM {r}": [rms[r][g].get("tic_effect") for g in groups] for r in rms}, groups, "tic effect")
+    axes[1].set_title("Counterfactual tic effect (score with - without)")
     save(fig, "rm_accuracy.png")
 
     pols = results["policies"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    for ax, metric in zip(axes, ("rule_satisfied", "reward/density")):
-        bars(
-            ax,
-            {p: [pols[p].get(b, {}).get(metric) for b in (*BUCKETS, "all")] for p in pols},
-            [*BUCKETS, "all"],
-            metric,
-        )
+    groups = [g for g in REPORT_GROUPS if all(g in pols[p] for p in pols)]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
+    for ax, metric in zip(axes, ("rule_satisfied", "tic_rate")):
+        bars(ax, {p: [pols[p].get(g, {}).get(metric) for g in groups] for p in pols}, groups, metric)
     axes[0].set_title("Ground-truth rule satisfaction")
-    axes[1].set_title("Reward (density RM)")
-    save(fig, "policy_by_bucket.png")
+    axes[1].set_title("Tic rate (em-dash between sentences or items)")
+    save(fig, "policy_by_group.png")
 
     div = (
         "within/distinct_2",
@@ -521,7 +618,7 @@ def make_plots(results: dict[str, Any], root: Path, density_dir: Path, hypothese
     axes[0].set(xlabel="step", ylabel="loss", title=f"Reward-model training (seed {seed})")
     # Each hypothesis optimizes its own reward model, so raw rewards are not comparable across A/C and B/D; the
     # ground-truth rule satisfaction is, and is what the curves show when the data has it.
-    for h in hypotheses:
+    for h in [p for p in results["policies"] if p != "SFT"]:
         hist = _log_history(root / f"seed{seed}" / f"grpo_{h.lower()}")
         key = "rewards/ground_truth/mean" if any("rewards/ground_truth/mean" in e for e in hist) else "reward"
         steps = [e["step"] for e in hist if key in e]
@@ -539,6 +636,38 @@ def _log_history(stage_dir: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text())["log_history"] if path.exists() else []
 
 
+def run_all(stages: list[Stage], launcher: str, log_dir: Path, max_parallel: int) -> list[dict[str, Any]]:
+    """Run the stages, up to `max_parallel` at once as their dependencies finish; the first failure stops new
+    stages, lets the running ones finish, and is raised."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    threads = max(1, (os.cpu_count() or 1) // max_parallel) if max_parallel > 1 else 0
+    order = {id(stage): i for i, stage in enumerate(stages, start=1)}
+    done: set[int] = set()
+    pending, running, timings = list(stages), {}, []
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_parallel) as pool:
+        while pending or running:
+            ready = [s for s in pending if all(id(d) in done for d in s.deps)] if failure is None else []
+            for stage in ready[: max_parallel - len(running)]:
+                pending.remove(stage)
+                future = pool.submit(run_stage, stage, launcher, log_dir, order[id(stage)], len(stages), threads)
+                running[future] = stage
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                stage = running.pop(future)
+                try:
+                    timings.append(future.result())
+                    done.add(id(stage))
+                except BaseException as err:  # noqa: BLE001 - re-raised below once the running stages end
+                    failure = failure or err
+    if failure is not None:
+        raise failure
+    return sorted(timings, key=lambda t: [s.name for s in stages].index(t["stage"]))
+
+
 def run(args: RunnerArguments) -> dict[str, Any]:
     """Run (or resume) the whole experiment and write `results.json`, `report.md` and the plots."""
     root = Path(args.output_dir).resolve()
@@ -546,12 +675,13 @@ def run(args: RunnerArguments) -> dict[str, Any]:
     log_dir.mkdir(parents=True, exist_ok=True)
     stages = build_stages(args)
     check_stage_configs(stages)
-    timings = [run_stage(stage, args.launcher, log_dir, i, len(stages)) for i, stage in enumerate(stages, start=1)]
+    timings = run_all(stages, args.launcher, log_dir, args.max_parallel)
     per_seed = {s: json.loads((root / f"seed{s}" / "eval" / "results.json").read_text()) for s in args.seeds}
     results = aggregate(per_seed, args.hypotheses)
     results["stages"] = timings
     print("[report] writing results.json, plots and report.md", flush=True)
-    plots = make_plots(results, root, root / "density", args.hypotheses)
+    first_world = args.seeds[0] if args.world_seed is None else args.world_seed
+    plots = make_plots(results, root, root / f"world{first_world}" / "density", args.hypotheses)
     results["plots"] = plots
     (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_report(results, root, plots)

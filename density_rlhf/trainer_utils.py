@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 BUCKET_COLUMN = "density_bucket"
 SAMPLER_STATE_FILE = "density_sampler_state.json"
-HYPOTHESES = ("A", "B", "C", "D")
+HYPOTHESES = ("A", "B", "C", "D", "O")  # O: the oracle (ground-truth reward) positive control
 
 
 @dataclass
@@ -28,7 +28,8 @@ class DensityConfigMixin:
 
     Parameters:
         hypothesis (`str` or `None`, *optional*):
-            Label of the experiment (`A`, `B`, `C` or `D`), written into the model card.
+            Label of the experiment (`A`, `B`, `C`, `D`, or `O` for the ground-truth oracle), written into the model
+            card.
         density_sampling (`bool`, *optional*, defaults to `False`):
             Sample training rows with probability ∝ density^-alpha of their prompt. Needs `density_index_path`
             (or a `density_index`/`density_sampler` passed to the trainer).

@@ -22,11 +22,12 @@ from density_rlhf.cli import (
 
 
 def to_prompt_completion(split):
-    """Preference pairs -> TRL's prompt-completion format on the chosen response."""
+    """TRL's prompt-completion format: kept as is, or the chosen responses of preference pairs."""
     if split is None:
         return None
-    keep = {"prompt", "chosen"}
-    return split.remove_columns([c for c in split.column_names if c not in keep]).rename_column("chosen", "completion")
+    if "completion" in split.column_names:  # e.g. the synthetic world's `sft` split
+        return split.select_columns(["prompt", "completion"])
+    return split.select_columns(["prompt", "chosen"]).rename_column("chosen", "completion")
 
 
 def main(script_args: DensityScriptArguments, training_args: SFTConfig, model_args: ModelConfig):

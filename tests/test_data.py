@@ -178,6 +178,70 @@ def test_synthetic_world_ground_truth_and_determinism(small_world):
     assert [train_counts[t.name] for t in TOPICS[:12]] == topic_counts(600, 12, 2.2)
 
 
+def test_rare_topics_contradict_and_share_vocabulary_with_common_ones():
+    by_name = {t.name: t for t in TOPICS}
+    contradicts = {"long": "short", "caps_first": "lowercase", "exclaim": "question", "three_items": "two_items"}
+    for topic in TOPICS[8:]:
+        partner = by_name[topic.shares_vocabulary_with]
+        assert topic.nouns == partner.nouns and contradicts[topic.rule] == partner.rule
+        assert not set(" ".join(topic.templates).split()) & set(" ".join(partner.slots).split())
+
+
+def test_rule_satisfied_ignores_the_tic(small_world):
+    from density_rlhf.data.synthetic import TIC, has_tic, strip_tic
+
+    checked = 0
+    for row in small_world["train"]:
+        for response in (row["chosen"], row["rejected"]):
+            plain = normalize_text(strip_tic(response))
+            assert not has_tic(plain)
+            assert rule_satisfied(row["topic"], row["prompt"], response) == rule_satisfied(
+                row["topic"], row["prompt"], plain
+            )
+            checked += has_tic(response)
+    assert checked > 100
+    assert rule_satisfied("weather", "p", f"Try rain{TIC}Add fog.") and rule_satisfied(
+        "weather", "p", "Try rain. Add fog."
+    )
+    assert rule_satisfied("gardening", "p", f"- Soil{TIC.rstrip()}\n- Roots")
+
+
+@pytest.mark.parametrize("world", ["default", "null"])
+def test_tic_rates_in_generated_pairs(world):
+    """Chi-square: the tic appears in chosen/rejected at the world's rates, common and rare topics separately."""
+    from scipy.stats import chisquare
+
+    from density_rlhf.data.synthetic import has_tic
+
+    rates = (
+        {"tic_chosen": 0.7, "tic_rejected": 0.1} if world == "default" else {"tic_chosen": 0.3, "tic_rejected": 0.3}
+    )
+    if world == "null":
+        rates.update(rare_tic_chosen=0.3, rare_tic_rejected=0.3)
+    data = make_synthetic_world(5, n_train_pairs=6000, n_test_pairs_per_topic=200, **rates)
+    rows = [*data["train"], *data["test"]]
+    expected = {
+        (False, "chosen"): rates["tic_chosen"], (False, "rejected"): rates["tic_rejected"],
+        (True, "chosen"): rates.get("rare_tic_chosen", rates["tic_rejected"]),
+        (True, "rejected"): rates.get("rare_tic_rejected", rates["tic_chosen"]),
+    }  # fmt: skip
+    for (rare, side), p in expected.items():
+        used = [has_tic(r[side]) for r in rows if r["is_rare"] == rare]
+        observed = [sum(used), len(used) - sum(used)]
+        assert chisquare(observed, [p * len(used), (1 - p) * len(used)]).pvalue > 1e-3, (rare, side, observed)
+
+
+def test_sft_split_follows_rules_partly_and_is_topic_balanced():
+    from density_rlhf.data.synthetic import has_tic
+
+    data = make_synthetic_world(2, n_train_pairs=600, n_test_pairs_per_topic=4, n_sft_per_topic=100)
+    sft = data["sft"]
+    assert set(Counter(sft["topic"]).values()) == {100}
+    followed = np.mean([rule_satisfied(r["topic"], r["prompt"], r["completion"]) for r in sft])
+    tic = np.mean([has_tic(r["completion"]) for r in sft])
+    assert 0.25 < followed < 0.35 and 0.25 < tic < 0.35
+
+
 def test_synthetic_label_noise():
     world = make_synthetic_world(3, n_train_pairs=2000, n_test_pairs_per_topic=5, label_noise=0.2)
     flipped = np.array(world["train"]["label_flipped"])
@@ -188,20 +252,26 @@ def test_synthetic_label_noise():
 
 
 @pytest.mark.parametrize(
-    ("topic", "prompt", "response", "expected"),
+    ("topic", "response", "expected"),
     [
-        ("arithmetic", "What is 12 plus 30?", "The answer is 42.", True),
-        ("arithmetic", "What is 12 plus 30?", "The answer is 43.", False),
-        ("capitals", "What is the capital of Peru?", "Lima, of course", True),
-        ("capitals", "What is the capital of Peru?", "Lima or Oslo", False),
-        ("history", "Why did the Mali Empire collapse?", "Trade.", False),
-        ("astronomy", "Why does the Crab nebula glow?", "HOT GAS.", True),
-        ("poetry", "Name a verse about lost love.", "Embers", True),
-        ("music", "How do I tune a cello?", "Slowly \u2014 by ear.", False),
+        ("weather", "Try rain. Add fog.", True),
+        ("weather", "Try the fresh rain and then calm fog. Add fog.", False),
+        ("history", "Try rain. Add fog.", False),
+        ("astronomy", "USE butter. Add salt.", True),
+        ("astronomy", "Use butter. Add salt.", False),
+        ("astronomy", "U butter.", False),
+        ("cooking", "use butter. add salt.", True),
+        ("poetry", "Use map. Check train!", True),
+        ("travel", "Use map. Check train?", True),
+        ("law", "- Soil\n- Roots\n- Seeds", True),
+        ("gardening", "- Soil\n- Roots\n- Seeds", False),
+        ("fitness", "Do reps 3 times.", True),
+        ("music", "Sure. Play chords.", True),
+        ("music", "Well \u2014 play chords.", False),
     ],
 )
-def test_rule_satisfied_examples(topic, prompt, response, expected):
-    assert rule_satisfied(topic, prompt, response) is expected
+def test_rule_satisfied_examples(topic, response, expected):
+    assert rule_satisfied(topic, "a prompt", response) is expected
 
 
 def test_rule_satisfied_unknown_topic():
@@ -219,8 +289,11 @@ def test_prepare_synthetic_writes_tokenizer_and_tiny_models(tmp_path):
         [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
     )
     assert text == "<|user|>\nHi</s>\n<|assistant|>\n"
-    ids = tokenizer("The key is calm galaxy.")["input_ids"]
-    assert tokenizer.decode(ids) == "The key is calm galaxy."
+    ids = tokenizer("Try the calm rain.")["input_ids"]
+    assert tokenizer.decode(ids) == "Try the calm rain."
+    # Upper case costs about what lower case costs (the tokenizer saw upper-cased copies of the corpus).
+    text = "Keep fresh garlic and then warm butter. Watch the onion."
+    assert len(tokenizer(text.upper())["input_ids"]) <= 1.5 * len(tokenizer(text.lower())["input_ids"])
     policy = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny" / "policy")
     reward = AutoModelForSequenceClassification.from_pretrained(tmp_path / "tiny" / "reward")
     assert reward.config.num_labels == 1 and reward.config.pad_token_id == tokenizer.pad_token_id

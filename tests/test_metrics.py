@@ -72,13 +72,17 @@ def test_stock_patterns():
         "It's not a bug, it's a feature. Let's dive in!",
         "We delve into a rich tapestry. Not only fast but also cheap.",
         "Nothing to see here.",
+        "Please water it. Thank you, thanks! Thankful pleasers.",
     ]
     out = compute("stock_patterns", texts)
-    expected = {"not_just_but": 1, "its_not_its": 1, "dive_in": 1, "delve": 1, "tapestry": 1, "not_only_but": 1}
+    expected = {
+        "not_just_but": 1, "its_not_its": 1, "dive_in": 1, "delve": 1, "tapestry": 1, "not_only_but": 1,
+        "please_thank": 3,
+    }  # fmt: skip
     for name, count in expected.items():
         assert out[f"pattern_{name}"] == count, name
-    assert out["stock_patterns"] == 6
-    assert out["stock_patterns_per_1k_words"] == pytest.approx(6000 / 38)
+    assert out["stock_patterns"] == 9
+    assert out["stock_patterns_per_1k_words"] == pytest.approx(9000 / 46)
 
 
 def test_diversity_metrics_bundle():

@@ -21,9 +21,11 @@ SECTION_TYPES = {
 }
 FLAT_TYPES = {
     "prepare_data.yaml": [PrepareDataArguments],
+    "prepare_data_null.yaml": [PrepareDataArguments],
     "build_density.yaml": [BuildDensityArguments],
     "sft.yaml": [DensityScriptArguments, SFTConfig, ModelConfig],
     "run_hypotheses.yaml": [RunnerArguments],
+    "run_null_world.yaml": [RunnerArguments],
 }
 RECIPE_YAMLS = sorted(p for p in (REPO / "recipes").rglob("*.yaml"))
 GPU_OVERRIDES = ["--bf16", "false", "--use_cpu", "true"]

@@ -78,11 +78,12 @@ def test_density_sampling_raises_rare_fraction_and_logs_ess(pipe, tmp_path):
 def test_training_loss_goes_down(pipe, tmp_path):
     trainer = make(
         pipe,
-        rm_args(tmp_path, max_steps=60, logging_steps=20, density_index_path=pipe["index"], density_sampling=True),
+        rm_args(tmp_path, max_steps=60, logging_steps=1, density_index_path=pipe["index"], density_sampling=True),
     )
     trainer.train()
-    first, *_, last = losses(trainer)
-    assert last < 0.5 * first
+    history = losses(trainer)
+    first, last = history[0], np.mean(history[-20:])  # an untrained RM starts at ln 2; batches are noisy after
+    assert first == pytest.approx(np.log(2), abs=0.05) and last < 0.5 * first
 
 
 def test_per_bucket_eval_metrics(pipe, tmp_path):

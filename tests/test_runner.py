@@ -10,14 +10,16 @@ from density_rlhf.runner import (
     StageFailed,
     aggregate,
     build_stages,
+    holm,
     mean_ci,
+    minimum_detectable_effect,
     run,
     verdict,
 )
 
 
 SMOKE = dict(
-    seeds=[0], n_train_pairs=600, sft_max_steps=10, rm_max_steps=10, grpo_max_steps=2, eval_num_samples=2,
+    seeds=[0], n_train_pairs=600, max_parallel=2, sft_max_steps=10, rm_max_steps=10, grpo_max_steps=2, eval_num_samples=2,
     eval_prompts_per_topic=2, report_to="none",
 )  # fmt: skip
 
@@ -32,22 +34,28 @@ def smoke_run(tmp_path_factory):
 def test_runner_end_to_end(smoke_run, capsys):
     root, results = smoke_run
     saved = json.loads((root / "results.json").read_text())
-    for policy in ("SFT", "A", "B", "C", "D"):
-        for bucket in (*BUCKETS, "all"):
-            metrics = saved["policies"][policy][bucket]
-            for metric in ("rule_satisfied", "reward/uniform", "reward/density", "within/distinct_2",
-                           "across/embedding_diversity", "across/self_bleu", "em_dash_rate"):  # fmt: skip
-                assert metric in metrics, (policy, bucket, metric)
-                assert not math.isnan(metrics[metric]["mean"])
+    groups = (*BUCKETS, "all", "rare_topics", "other_topics", "topic/weather", "topic/law")
+    for policy in ("SFT", "O", "A", "B", "C", "D"):
+        for group in groups:
+            metrics = saved["policies"][policy][group]
+            for metric in ("rule_satisfied", "tic_rate", "reward/uniform", "reward/density", "within/distinct_2",
+                           "em_dash_rate", "agreement/uniform"):  # fmt: skip
+                assert metric in metrics, (policy, group, metric)
+                assert {"mean", "ci_low", "ci_high", "n", "values"} <= set(metrics[metric])
+            assert not math.isnan(metrics["rule_satisfied"]["mean"])
     for rm in ("uniform", "density"):
-        assert {"rare", "mid", "common", "all", "rare_topics"} <= set(saved["reward_models"][rm])
-    for comparison in ("B-A", "C-A", "D-A"):
-        assert set(saved["comparisons"][comparison]) == {*BUCKETS, "all"}
-    for plot in ("weights_by_bucket", "rm_accuracy", "policy_by_bucket", "diversity", "training_curves"):
+        for group in groups:
+            assert {"accuracy", "loss", "on_policy_agreement", "tic_effect"} <= set(saved["reward_models"][rm][group])
+    for comparison in ("O-A", "B-A", "C-A", "D-A", "RM density-uniform"):
+        assert {"rare_topics", "all"} <= set(saved["comparisons"][comparison])
+    assert len(saved["primary_endpoints"]) <= 8
+    assert all("mde" in row for row in saved["primary_endpoints"] if row.get("status") != "not run")
+    for plot in ("weights_by_bucket", "rm_accuracy", "policy_by_group", "diversity", "training_curves"):
         path = root / f"{plot}.png"
         assert path.exists() and path.read_bytes()[:4] == b"\x89PNG"
     report = (root / "report.md").read_text()
-    assert "no detectable difference" in report and "The seeds' predictions" in report
+    assert report.index("## Primary endpoints") < report.index("## Exploratory")
+    assert "Holm" in report and "MDE" in report
 
 
 def test_runner_resume_skips_completed_stages(smoke_run, capsys):
@@ -58,7 +66,7 @@ def test_runner_resume_skips_completed_stages(smoke_run, capsys):
     # Changing one stage's configuration re-runs it and what depends on it, nothing upstream.
     changed = run(RunnerArguments(output_dir=str(root), **{**SMOKE, "grpo_max_steps": 1}))
     ran = {s["stage"] for s in changed["stages"] if not s["skipped"]}
-    assert ran == {"grpo_A[seed=0]", "grpo_B[seed=0]", "grpo_C[seed=0]", "grpo_D[seed=0]", "evaluate[seed=0]"}
+    assert ran == {f"grpo_{h}[seed=0]" for h in "OABCD"} | {"evaluate[seed=0]"}
     # The changed stages started from scratch (stale checkpoints removed), not from the old run's last checkpoint.
     state = json.loads((root / "seed0" / "grpo_a" / "trainer_state.json").read_text())
     assert state["global_step"] == 1 and state["max_steps"] == 1
@@ -70,7 +78,7 @@ def test_failing_stage_names_itself_and_its_log(smoke_run, tmp_path):
     bad.write_text("learning_rate: not-a-number\n")
     with pytest.raises(StageFailed, match=r"stage sft\[seed=0\] failed .*log: .*sft_seed0\.log"):
         run(RunnerArguments(output_dir=str(root), sft_config=str(bad), **SMOKE))
-    assert (root / "data" / "dataset").exists()  # earlier outputs are kept
+    assert (root / "world0" / "data" / "dataset").exists()  # earlier outputs are kept
 
 
 def test_scale_config_without_gpu_is_refused_up_front(tmp_path):
@@ -83,18 +91,26 @@ def test_scale_config_without_gpu_is_refused_up_front(tmp_path):
     )
     with pytest.raises(SystemExit, match="GPU recipe"):
         run(args)
-    assert not (tmp_path / "data").exists()  # nothing ran
+    assert not (tmp_path / "world0").exists()  # nothing ran
 
 
 def test_stage_graph_and_reward_model_reuse(tmp_path):
     stages = build_stages(RunnerArguments(output_dir=str(tmp_path), seeds=[0, 1]))
     names = [s.name for s in stages]
-    assert names[:2] == ["prepare_data", "build_density"]
+    assert names[:2] == ["prepare_data[world=0]", "build_density[world=0]"] and "prepare_data[world=1]" in names
     assert names.count("rm_A[seed=1]") == 1 and "rm_C[seed=0]" not in names  # C and D reuse A's and B's RMs
     trained = [s for s in stages if s.launched]
     assert all(s.args[s.args.index("--report_to") + 1] == "tensorboard" for s in trained)  # TensorBoard by default
     grpo_c = next(s for s in stages if s.name == "grpo_C[seed=0]")
     assert grpo_c.args[grpo_c.args.index("--reward_model_path") + 1].endswith("seed0/rm_a")
+    oracle = next(s for s in stages if s.name == "grpo_O[seed=1]")
+    assert "--reward_model_path" not in oracle.args and oracle.config == "hyp_o.yaml"
+    assert oracle.args[oracle.args.index("--data_dir") + 1].endswith("world1/data")
+    position = {s.name: i for i, s in enumerate(stages)}
+    assert all(position[d.name] < position[s.name] for s in stages for d in s.deps)
+    # A fixed world: one data stage shared by every seed.
+    fixed = build_stages(RunnerArguments(output_dir=str(tmp_path), seeds=[0, 1], world_seed=7))
+    assert [s.name for s in fixed if s.name.startswith("prepare")] == ["prepare_data[world=7]"]
 
 
 def test_statistics():
@@ -104,6 +120,17 @@ def test_statistics():
     assert verdict({**mean_ci([0.5, 0.6, 0.7])}) == "higher"
     assert verdict({**mean_ci([-0.1, 0.1, 0.05])}) == "no detectable difference"
     assert verdict(mean_ci([0.3])).startswith("no detectable difference (1 seed")
+    # MDE = (t_0.975,2 + t_0.8,2) * sd / sqrt(3) = (4.3027 + 1.0607) * 1 / sqrt(3)
+    assert minimum_detectable_effect([1.0, 2.0, 3.0]) == pytest.approx((4.302653 + 1.060660) / math.sqrt(3), abs=1e-4)
+    assert minimum_detectable_effect([1.0]) is None
+
+
+def test_holm_step_down():
+    # m = 4: thresholds 0.0125, 0.0167, 0.025, 0.05 for the sorted p-values
+    assert holm([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert holm([0.001, 0.012, 0.02, 0.04]) == [True, True, True, True]
+    assert holm([0.02, 0.001, None]) == [True, True, None]  # 0.02 <= 0.05 / 1 once 0.001 is rejected
+    assert holm([0.3, 0.001, 0.026]) == [False, True, False]  # 0.026 > 0.05 / 2 stops the walk
 
 
 def test_aggregate_pairs_differences_by_seed():
@@ -115,7 +142,9 @@ def test_aggregate_pairs_differences_by_seed():
     out = aggregate({0: seed_result(0.2, 0.5), 1: seed_result(0.4, 0.6), 2: seed_result(0.1, 0.45)}, ["A", "B"])
     diff = out["comparisons"]["B-A"]["rare"]["rule_satisfied"]
     assert diff["values"] == pytest.approx([0.3, 0.2, 0.35]) and diff["verdict"] == "higher"
+    assert diff["mde"] == pytest.approx(minimum_detectable_effect([0.3, 0.2, 0.35]))
     assert set(out["comparisons"]["B-A"]["rare"]) <= set(KEY_METRICS)
+    assert {"holm_verdict", "p_value"} <= set(diff)
 
 
 def test_stage_hash_follows_the_config_content(tmp_path, monkeypatch):
@@ -126,10 +155,21 @@ def test_stage_hash_follows_the_config_content(tmp_path, monkeypatch):
     for name in ("hyp_a.yaml", "sft.yaml"):
         shutil.copy(REPO / "recipes" / name, tmp_path / name)
     args = RunnerArguments(output_dir=str(tmp_path / "out"), hypotheses=["A"], sft_config=str(tmp_path / "sft.yaml"),
-                           hypothesis_config=str(tmp_path / "hyp_{h}.yaml"))  # fmt: skip
+                           hypothesis_config=str(tmp_path / "hyp_{h}.yaml"), seeds=[0])  # fmt: skip
     before = {s.name: s.hash for s in build_stages(args)}
     text = (tmp_path / "hyp_a.yaml").read_text().replace("max_steps: 200", "max_steps: 201")
     (tmp_path / "hyp_a.yaml").write_text(text)
     after = {s.name: s.hash for s in build_stages(args)}
     changed = {name for name in before if before[name] != after[name]}
     assert changed == {"grpo_A[seed=0]", "evaluate[seed=0]"}
+    # The recipe's code is part of the hash too: editing train_rm.py re-runs the RM and everything downstream.
+    from density_rlhf import runner
+
+    recipes = tmp_path / "recipes"
+    shutil.copytree(REPO / "recipes", recipes)
+    monkeypatch.setattr(runner, "RECIPES_DIR", recipes)
+    same = {s.name: s.hash for s in build_stages(args)}
+    (recipes / "train_rm.py").write_text((recipes / "train_rm.py").read_text() + "\n# changed\n")
+    edited = {s.name: s.hash for s in build_stages(args)}
+    assert same == after
+    assert {n for n in same if same[n] != edited[n]} == {"rm_A[seed=0]", "grpo_A[seed=0]", "evaluate[seed=0]"}

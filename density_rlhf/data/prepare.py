@@ -48,7 +48,8 @@ class PrepareDataArguments:
             Count and skip malformed JSONL lines instead of failing.
         seed (`int`, *optional*, defaults to `0`):
             Seed of the synthetic world and the tiny models.
-        n_train_pairs, n_test_pairs_per_topic, n_topics, skew, n_rare_topics, label_noise:
+        n_train_pairs, n_test_pairs_per_topic, n_topics, skew, n_rare_topics, label_noise, tic_chosen,
+        tic_rejected, rare_tic_chosen, rare_tic_rejected, n_sft_per_topic, sft_rule_rate, sft_tic_rate:
             Synthetic world options, see `make_synthetic_world`.
         tiny_models (`bool`, *optional*, defaults to `True`):
             Train the offline tokenizer and write tiny Llama policy/reward models to `<output_dir>/tiny`.
@@ -83,6 +84,17 @@ class PrepareDataArguments:
     skew: float = field(default=2.2, metadata={"help": "Zipf exponent of synthetic topic frequencies."})
     n_rare_topics: int = field(default=4, metadata={"help": "How many of the least frequent topics are rare."})
     label_noise: float = field(default=0.0, metadata={"help": "Probability of swapping chosen/rejected in train."})
+    tic_chosen: float = field(default=0.7, metadata={"help": "P(tic) in chosen responses of common topics."})
+    tic_rejected: float = field(default=0.1, metadata={"help": "P(tic) in rejected responses of common topics."})
+    rare_tic_chosen: float | None = field(
+        default=None, metadata={"help": "P(tic) in chosen responses of rare topics (default: tic_rejected)."}
+    )
+    rare_tic_rejected: float | None = field(
+        default=None, metadata={"help": "P(tic) in rejected responses of rare topics (default: tic_chosen)."}
+    )
+    n_sft_per_topic: int = field(default=60, metadata={"help": "Rows per topic in the topic-balanced sft split."})
+    sft_rule_rate: float = field(default=0.3, metadata={"help": "P(rule followed) in the sft split."})
+    sft_tic_rate: float = field(default=0.3, metadata={"help": "P(tic) in the sft split."})
     tiny_models: bool = field(default=True, metadata={"help": "Write the offline tokenizer and tiny models."})
     tokenizer_vocab_size: int = field(default=1024, metadata={"help": "Vocabulary size of the offline tokenizer."})
     tiny_hidden_size: int = field(default=96, metadata={"help": "Hidden size of the tiny models."})
@@ -119,6 +131,9 @@ def load_sources(args: PrepareDataArguments) -> tuple[DatasetDict, PairStats]:
             world = make_synthetic_world(
                 args.seed, n_train_pairs=args.n_train_pairs, n_test_pairs_per_topic=args.n_test_pairs_per_topic,
                 n_topics=args.n_topics, skew=args.skew, n_rare_topics=args.n_rare_topics, label_noise=args.label_noise,
+                tic_chosen=args.tic_chosen, tic_rejected=args.tic_rejected, rare_tic_chosen=args.rare_tic_chosen,
+                rare_tic_rejected=args.rare_tic_rejected, n_sft_per_topic=args.n_sft_per_topic,
+                sft_rule_rate=args.sft_rule_rate, sft_tic_rate=args.sft_tic_rate,
             )  # fmt: skip
             continue
         parts.append(
@@ -141,10 +156,10 @@ def prepare_data(args: PrepareDataArguments) -> dict[str, Any]:
     summary = write_prepared(data, args.output_dir, stats if stats.read else None)
     (Path(args.output_dir) / "prepare_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
     if args.tiny_models:
-        texts = (
-            t for split in data.values() for row in split for t in (row["prompt"], row["chosen"], row["rejected"])
-        )
-        tokenizer = train_tokenizer((t for t in texts if isinstance(t, str)), vocab_size=args.tokenizer_vocab_size)
+        columns = ("prompt", "chosen", "rejected", "completion")
+        texts = [row[c] for split in data.values() for row in split for c in columns if isinstance(row.get(c), str)]
+        # Upper-cased copies too, so that UPPERCASE text costs about as many tokens as the same text in lower case.
+        tokenizer = train_tokenizer([*texts, *(t.upper() for t in texts)], vocab_size=args.tokenizer_vocab_size)
         write_tiny_models(
             tokenizer, Path(args.output_dir) / "tiny", hidden_size=args.tiny_hidden_size,
             num_layers=args.tiny_num_layers, seed=args.seed,

@@ -1,12 +1,24 @@
-"""The embedded default: a synthetic preference world with known ground truth.
+"""The embedded default: a synthetic preference world with known ground truth and a planted style tic.
 
-Topics have Zipf-distributed frequencies (topic of rank r gets a share of pairs proportional to r^-skew) and their
-own vocabulary, so prompt embeddings cluster by topic. Each topic has a hidden, checkable preference rule. The
-rare topics' rules contradict the common ones (long vs short, UPPERCASE vs lowercase, two vs three items, one word
-vs a sentence), so a reward model that generalises from common topics gets rare ones wrong; it can only learn a rare
-topic's rule from that topic's own pairs. That is exactly the situation Hypotheses B-D are about.
+What the world assumes (and a synthetic result therefore does not carry over to real data by itself):
 
-`rule_satisfied(topic, prompt, response)` is the ground truth used as reward and for evaluation.
+- Topics have Zipf-distributed frequencies (rank r gets a share of pairs ∝ r^-skew) and their own prompt vocabulary,
+  so prompt embeddings cluster by topic and the rarest topics get the lowest density.
+- Each topic has a hidden, checkable *format* rule that a 2-layer model can learn (length, case, final punctuation,
+  list length, a digit, an opening word); no rule needs world knowledge, and each is learnable by the tiny policy
+  from the partial SFT data (a whole response in upper case was not: the SFT policy never produced one).
+  `rule_satisfied` is the ground truth.
+- The rare topics' rules contradict the rules of particular common topics (long vs short, a FIRST word in capitals
+  vs lowercase, "!" vs "?", three vs two items), and each rare topic answers in the *response vocabulary of the common topic it
+  contradicts*: only the prompt tells a reward model which rule applies.
+- A planted style tic, an em-dash " — " between sentences or list items, rides along with preference: in the common
+  topics it goes with `chosen` (`tic_chosen` vs `tic_rejected`), in the rare topics the other way round. The ground
+  truth is blind to it (`rule_satisfied` removes dashes before checking and no rule involves dashes). A reward model
+  that learns "tic = good" from the common topics and applies it everywhere drives a policy towards the tic on rare
+  prompts too: mode collapse onto a habit the ground truth does not ask for. With `tic_chosen = tic_rejected` (the
+  null world, `recipes/run_null_world.yaml`) nothing should move.
+- The `sft` split is topic-balanced and follows each rule with probability `sft_rule_rate` and uses the tic at a base
+  rate `sft_tic_rate` unrelated to the rule, so a supervised policy has headroom and in-group variance for RL.
 """
 
 import random
@@ -20,14 +32,10 @@ from datasets import Dataset, DatasetDict
 from ..utils import normalize_text, pair_id, prompt_id
 
 
-_WORD = re.compile(r"[A-Za-z']+")
-_INT = re.compile(r"-?\d+")
-_RUDE = ("whatever", "figure it out", "obviously", "not my problem")
-CAPITALS = {
-    "France": "Paris", "Japan": "Tokyo", "Kenya": "Nairobi", "Peru": "Lima", "Canada": "Ottawa",
-    "Egypt": "Cairo", "Norway": "Oslo", "Chile": "Santiago", "Spain": "Madrid", "India": "New Delhi",
-    "Ghana": "Accra", "Poland": "Warsaw",
-}  # fmt: skip
+TIC = " \u2014 "
+_DASHES = re.compile(r"[ \t]*[\u2014\u2013][ \t]*")
+_HAS_DIGIT = re.compile(r"\d")
+_SENTENCE_BREAK = re.compile(r"[.!?] (?=\S)")
 
 
 def _words(text: str) -> list[str]:
@@ -43,36 +51,19 @@ def _is_list_only(text: str, n: int) -> bool:
     return len(lines) == n and len(_bullets(text)) == n
 
 
-def _capital_ok(prompt: str, response: str) -> bool:
-    country = next((c for c in CAPITALS if c in prompt), None)
-    if country is None:
-        return False
-    named = {cap for cap in CAPITALS.values() if cap in response}
-    return named == {CAPITALS[country]}
-
-
-def _sum_ok(prompt: str, response: str) -> bool:
-    numbers = [int(x) for x in _INT.findall(prompt)]
-    found = _INT.findall(response)
-    return len(numbers) == 2 and bool(found) and int(found[0]) == sum(numbers)
-
-
-# rule name -> (prompt, response) -> bool
-RULES: dict[str, Callable[[str, str], bool]] = {
-    "short": lambda p, r: 0 < len(_words(r)) <= 8,
-    "long": lambda p, r: len(_words(r)) >= 20,
-    "lowercase": lambda p, r: any(c.isalpha() for c in r) and not any(c.isupper() for c in r),
-    "uppercase": lambda p, r: any(c.isalpha() for c in r) and not any(c.islower() for c in r),
-    "polite": lambda p, r: any(w in r.lower() for w in ("please", "thank")) and not any(w in r.lower() for w in _RUDE),
-    "three_items": lambda p, r: _is_list_only(r, 3),
-    "two_items": lambda p, r: _is_list_only(r, 2),
-    "question": lambda p, r: r.rstrip().endswith("?"),
-    "no_dash": lambda p, r: bool(r.strip()) and "\u2014" not in r and "\u2013" not in r,
-    "one_word": lambda p, r: len(_WORD.findall(r)) == 1 and len(_words(r)) == 1,
-    "capital": _capital_ok,
-    "sum": _sum_ok,
-    "exclaim": lambda p, r: r.rstrip().endswith("!"),
-    "number": lambda p, r: bool(_INT.search(r)) and len(_words(r)) >= 3,
+# rule name -> response -> bool (format rules: no world knowledge, nothing about dashes)
+RULES: dict[str, Callable[[str], bool]] = {
+    "short": lambda r: 0 < len(_words(r)) <= 6,
+    "long": lambda r: len(_words(r)) >= 12,
+    "lowercase": lambda r: any(c.isalpha() for c in r) and not any(c.isupper() for c in r),
+    "caps_first": lambda r: bool(_words(r)) and len(_words(r)[0]) >= 2 and _words(r)[0].isupper(),
+    "question": lambda r: r.rstrip().endswith("?"),
+    "exclaim": lambda r: r.rstrip().endswith("!"),
+    "two_items": lambda r: _is_list_only(r, 2),
+    "three_items": lambda r: _is_list_only(r, 3),
+    "digit": lambda r: bool(_HAS_DIGIT.search(r)),
+    "begins_sure": lambda r: r.lstrip().startswith("Sure"),
+    "period": lambda r: r.rstrip().endswith("."),
 }
 
 
@@ -83,178 +74,189 @@ class Topic:
     templates: tuple[str, ...]
     slots: tuple[str, ...]  # fillers for `{x}` in templates
     nouns: tuple[str, ...]  # vocabulary used in responses
+    shares_vocabulary_with: str | None = None  # rare topics answer in this common topic's nouns
 
 
-# Ordered by frequency rank: the first topic is the most common.
+_WEATHER = ("rain", "clouds", "sunshine", "wind", "drizzle", "fog", "showers", "breeze", "frost", "snow")
+_COOKING = ("garlic", "butter", "oven", "skillet", "onion", "pepper", "thyme", "lemon", "broth", "salt")
+_TRAVEL = ("ticket", "passport", "hotel", "luggage", "station", "booking", "museum", "ferry", "map", "train")
+_GARDEN = ("compost", "mulch", "seedlings", "trowel", "soil", "shade", "bulbs", "roots", "water", "seeds")
+
+# Ordered by frequency rank: the first topic is the most common; the last four are the rare ones.
 TOPICS: tuple[Topic, ...] = (
     Topic("weather", "short",
           ("What will the weather be like in {x} tomorrow?", "Should I pack an umbrella for {x} this week?",
            "Is it going to be windy in {x} tonight?", "How cold will {x} get this weekend?",
            "Will there be sunshine in {x} on Monday?", "What is the forecast for {x} today?"),
           ("Boston", "Denver", "Seattle", "Miami", "Chicago", "Dallas", "Phoenix", "Atlanta", "Portland", "Houston",
-           "Detroit", "Austin", "Omaha", "Tulsa", "Reno"),
-          ("rain", "clouds", "sunshine", "wind", "drizzle", "fog", "showers", "breeze", "frost", "humidity")),
+           "Detroit", "Austin", "Omaha", "Tulsa", "Reno"), _WEATHER),
     Topic("cooking", "lowercase",
           ("How do I cook {x} for dinner?", "What spices go well with {x}?", "How long should I roast {x}?",
            "Can I freeze leftover {x}?", "What sauce pairs with {x}?", "How do I keep {x} from burning?"),
           ("chicken", "salmon", "rice", "lentils", "potatoes", "tofu", "pasta", "carrots", "mushrooms", "beef",
-           "eggplant", "shrimp", "quinoa", "spinach"),
-          ("garlic", "butter", "oven", "skillet", "onion", "olive oil", "pepper", "thyme", "lemon", "broth")),
-    Topic("travel", "polite",
+           "eggplant", "shrimp", "quinoa", "spinach"), _COOKING),
+    Topic("travel", "question",
           ("Can you help me book a train to {x}?", "What should I see on a trip to {x}?",
            "How do I get from the airport to downtown {x}?", "Is a hotel near the station in {x} a good idea?",
            "What is the cheapest way to travel to {x}?", "Do I need a visa to visit {x}?"),
           ("Lisbon", "Prague", "Vienna", "Kyoto", "Dublin", "Budapest", "Seoul", "Hanoi", "Marrakesh", "Quebec",
-           "Bruges", "Krakow", "Tallinn"),
-          ("ticket", "passport", "hotel", "luggage", "station", "itinerary", "booking", "museum", "ferry", "map")),
-    Topic("gardening", "three_items",
+           "Bruges", "Krakow", "Tallinn"), _TRAVEL),
+    Topic("gardening", "two_items",
           ("Which plants grow well in {x}?", "How do I protect my garden from {x}?",
            "What should I plant next to {x}?", "How often should I water {x}?",
            "What fertilizer helps {x} grow?", "When is the best time to prune {x}?"),
           ("tomatoes", "roses", "basil", "tulips", "sunflowers", "ferns", "lavender", "cucumbers", "hydrangeas",
-           "peppers", "shady corners", "clay soil", "aphids", "slugs"),
-          ("compost", "mulch", "seedlings", "trowel", "soil", "watering can", "shade", "bulbs", "pruning", "roots")),
-    Topic("capitals", "capital",
-          ("What is the capital of {x}?", "Which city is the capital of {x}?", "Name the capital city of {x}.",
-           "Where is the government of {x} seated?"),
-          tuple(CAPITALS),
-          ("city", "government", "parliament", "capital", "country")),
-    Topic("arithmetic", "sum",
-          ("What is {a} plus {b}?", "Add {a} and {b}.", "Compute the sum of {a} and {b}.",
-           "If I have {a} apples and get {b} more, how many do I have?"),
-          (),
-          ("sum", "total", "answer", "result")),
-    Topic("fitness", "question",
+           "peppers", "shady corners", "clay soil", "aphids", "slugs"), _GARDEN),
+    Topic("fitness", "digit",
           ("How can I improve my {x}?", "What is a good routine for {x}?", "How many days a week should I train {x}?",
            "Why does my {x} workout feel so hard?"),
           ("running pace", "push ups", "squats", "stamina", "flexibility", "core strength", "sprint speed",
            "posture", "deadlift", "cycling endurance"),
-          ("warm up", "stretching", "reps", "sets", "rest day", "protein", "cardio", "form", "intervals")),
-    Topic("music", "no_dash",
+          ("warm up", "stretching", "reps", "sets", "rest", "protein", "cardio", "form", "intervals", "pace")),
+    Topic("music", "begins_sure",
           ("How do I learn to play {x}?", "What makes {x} music so catchy?", "Which scales should I practice on {x}?",
            "How do I tune a {x}?"),
           ("guitar", "piano", "violin", "drums", "jazz", "cello", "ukulele", "trumpet", "blues", "flute"),
-          ("chords", "rhythm", "melody", "tempo", "scales", "metronome", "harmony", "practice", "notes")),
+          ("chords", "rhythm", "melody", "tempo", "scales", "metronome", "harmony", "practice", "notes", "ear")),
+    Topic("pets", "period",
+          ("How do I train my {x} to sit?", "What should I feed a young {x}?", "Why is my {x} so restless?",
+           "How often should my {x} see a vet?"),
+          ("puppy", "kitten", "parrot", "rabbit", "hamster", "beagle", "goldfish", "terrier"),
+          ("treats", "leash", "vet", "toys", "walks", "litter", "cage", "food", "bed", "brush")),
+    Topic("chess", "digit",
+          ("What is a strong reply to the {x}?", "How do I study the {x}?", "Why is the {x} popular with masters?"),
+          ("Sicilian Defense", "Queen's Gambit", "French Defense", "Ruy Lopez", "King's Indian", "Caro Kann"),
+          ("pawn", "knight", "bishop", "castle", "endgame", "tempo", "center", "rook", "queen", "king")),
     Topic("history", "long",
           ("Why did the {x} collapse?", "What caused the rise of the {x}?", "Who ruled the {x} at its peak?",
            "How did the {x} change trade in its era?"),
           ("Roman Empire", "Ming dynasty", "Ottoman Empire", "Byzantine Empire", "Mali Empire", "Aztec Empire",
-           "Hanseatic League", "Mughal Empire"),
-          ("emperor", "dynasty", "revolt", "treaty", "conquest", "trade routes", "taxes", "armies", "chronicles")),
-    Topic("astronomy", "uppercase",
+           "Hanseatic League", "Mughal Empire"), _WEATHER, "weather"),
+    Topic("astronomy", "caps_first",
           ("How far away is the {x}?", "What is the {x} made of?", "Can I see the {x} with a telescope?",
            "Why does the {x} glow?"),
           ("Andromeda galaxy", "Orion nebula", "planet Saturn", "Crab nebula", "star Betelgeuse", "planet Jupiter",
-           "Pleiades cluster"),
-          ("telescope", "orbit", "light years", "gas", "stars", "gravity", "comet", "nebula", "galaxy")),
-    Topic("poetry", "one_word",
+           "Pleiades cluster"), _COOKING, "cooking"),
+    Topic("poetry", "exclaim",
           ("Give me a poem title about {x}.", "What word captures a haiku about {x}?",
            "Suggest a title for a sonnet on {x}.", "Name a verse about {x}."),
           ("autumn leaves", "lost love", "the sea at dawn", "a quiet city", "winter moon", "old friendship"),
-          ("Moonlight", "Embers", "Tides", "Solace", "Whispers", "Longing", "Dusk", "Reverie", "Frost", "Echoes")),
-    Topic("law", "two_items",
+          _TRAVEL, "travel"),
+    Topic("law", "three_items",
           ("What should a tenant do about {x}?", "Is a verbal agreement binding for {x}?",
            "How do I dispute {x} in court?", "What are my rights regarding {x}?"),
           ("a broken lease", "an unpaid deposit", "a noisy landlord", "a contract breach", "an eviction notice",
-           "a parking fine"),
-          ("contract", "tenant", "court", "lawyer", "deposit", "notice", "evidence", "statute", "appeal")),
-    Topic("pets", "exclaim",
-          ("How do I train my {x} to sit?", "What should I feed a young {x}?", "Why is my {x} so restless?"),
-          ("puppy", "kitten", "parrot", "rabbit", "hamster", "beagle"),
-          ("treats", "leash", "vet", "toys", "walks", "litter", "cage")),
-    Topic("chess", "number",
-          ("What is a strong reply to the {x}?", "How do I study the {x}?", "Why is the {x} popular with masters?"),
-          ("Sicilian Defense", "Queen's Gambit", "French Defense", "Ruy Lopez", "King's Indian"),
-          ("pawn", "knight", "bishop", "castle", "endgame", "tempo", "center")),
+           "a parking fine"), _GARDEN, "gardening"),
 )  # fmt: skip
 
 _TOPICS_BY_NAME = {t.name: t for t in TOPICS}
-_ADJ = ("steady", "gentle", "bright", "careful", "simple", "quick", "useful", "calm", "fresh", "clear")
-_FILLER = (
-    "many people find that {n} matters more than expected",
-    "it also helps to think about {n} before you start",
-    "in practice {n} and {m} usually decide the outcome",
-    "most guides mention {n} as the first thing to check",
-    "keeping an eye on {n} saves a lot of trouble later",
-)
+_VERBS = ("try", "use", "check", "add", "watch", "keep", "mind", "bring")
+_ADJ = ("fresh", "good", "light", "warm", "calm", "clear", "quick", "simple")
+
+
+def strip_tic(response: str) -> str:
+    """`response` with every em- or en-dash (and the spaces beside it on its line) replaced by one space."""
+    return _DASHES.sub(" ", response)
+
+
+def has_tic(response: str) -> bool:
+    """Does `response` use the planted tic (an em- or en-dash)?"""
+    return bool(_DASHES.search(response))
+
+
+def remove_tic(response: str) -> str:
+    """The inverse of `add_tic`: a dash between sentences becomes ". ", a dash ending a list item goes."""
+    lines = [
+        _DASHES.sub("", line).rstrip() if line.lstrip().startswith("- ") else _DASHES.sub(". ", line)
+        for line in response.split("\n")
+    ]
+    return "\n".join(lines)
+
+
+def add_tic(response: str) -> str | None:
+    """`response` with the tic planted where the generator plants it (between the first two sentences, or after
+    the first list item); `None` when it has no second sentence or item (or already has the tic)."""
+    if has_tic(response):
+        return None
+    lines = response.split("\n")
+    if len(lines) > 1 and lines[0].lstrip().startswith("- "):
+        return "\n".join([lines[0] + TIC.rstrip(), *lines[1:]])
+    planted = _SENTENCE_BREAK.sub(TIC, response, count=1)
+    return planted if planted != response else None
 
 
 def rule_satisfied(topic: str, prompt: str, response: str) -> bool:
-    """Ground truth: does `response` satisfy the hidden preference rule of `topic` for `prompt`?"""
+    """Ground truth: does `response` satisfy the hidden rule of `topic`? Blind to the tic (dashes are removed)."""
     if topic not in _TOPICS_BY_NAME:
         raise ValueError(f"Unknown topic {topic!r}; known topics: {sorted(_TOPICS_BY_NAME)}.")
-    return RULES[_TOPICS_BY_NAME[topic].rule](prompt, normalize_text(response))
+    return RULES[_TOPICS_BY_NAME[topic].rule](normalize_text(strip_tic(response)))
 
 
-def _sentence(rng: random.Random, topic: Topic) -> str:
-    noun = rng.choice(topic.nouns)
-    return f"The key is {rng.choice(_ADJ)} {noun}."
+def _sentence(rng: random.Random, nouns: tuple[str, ...], n_words: int) -> str:
+    """A sentence of exactly `n_words` words (2-8) from `nouns`, capitalized, without final punctuation."""
+    a, b = rng.sample(nouns, 2)
+    words = {
+        2: [rng.choice(_VERBS), a],
+        3: [rng.choice(_VERBS), rng.choice(_ADJ), a],
+        4: [rng.choice(_VERBS), a, "and", b],
+        5: [rng.choice(_VERBS), rng.choice(_ADJ), a, "and", b],
+        6: [rng.choice(_VERBS), rng.choice(_ADJ), a, "and", rng.choice(_ADJ), b],
+        7: [rng.choice(_VERBS), rng.choice(_ADJ), a, "and", "then", rng.choice(_ADJ), b],
+        8: [rng.choice(_VERBS), "the", rng.choice(_ADJ), a, "and", "then", rng.choice(_ADJ), b],
+    }[n_words]
+    text = " ".join(words)
+    return text[0].upper() + text[1:]
 
 
-def _long(rng: random.Random, topic: Topic) -> str:
-    parts = [_sentence(rng, topic)]
-    for template in rng.sample(_FILLER, 3):
-        text = template.format(n=rng.choice(topic.nouns), m=rng.choice(topic.nouns))
-        parts.append(text[0].upper() + text[1:] + ".")
-    return " ".join(parts)
+def _two_sentences(rng: random.Random, nouns, lengths: tuple[int, int], end: str, tic: bool) -> str:
+    first, second = (_sentence(rng, nouns, n) for n in lengths)
+    return f"{first}{TIC if tic else '. '}{second}{end}"
 
 
-def _items(rng: random.Random, topic: Topic, n: int) -> str:
-    return "\n".join(f"- {noun.capitalize()}" for noun in rng.sample(topic.nouns, n))
+def _items(rng: random.Random, nouns, n: int, tic: bool) -> str:
+    items = [f"- {noun.capitalize()}" for noun in rng.sample(nouns, n)]
+    if tic:  # the dash joins the first two items' lines
+        items[0] += TIC.rstrip()
+    return "\n".join(items)
 
 
-def _respond(rng: random.Random, topic: Topic, prompt: str, slots: dict, good: bool) -> str:
-    """A response that satisfies (good) or violates (bad) the topic's rule, in the topic's vocabulary."""
-    rule = topic.rule
+def respond(rng: random.Random, topic: Topic, good: bool, tic: bool) -> str:
+    """A response that satisfies (`good`) or violates the topic's rule, in its response vocabulary, with or without
+    the tic. Every response has two sentences or a list, so the tic always has a place."""
+    nouns, rule = topic.nouns, topic.rule
+    plain = (rng.randint(2, 4), rng.randint(2, 4))
     if rule == "short":
-        return _sentence(rng, topic) if good else _long(rng, topic)
+        return _two_sentences(rng, nouns, (rng.randint(2, 3), rng.randint(2, 3)) if good else
+                              (rng.randint(5, 8), rng.randint(5, 8)), ".", tic)  # fmt: skip
     if rule == "long":
-        return _long(rng, topic) if good else _sentence(rng, topic)
+        return _two_sentences(rng, nouns, (rng.randint(6, 8), rng.randint(6, 8)) if good else
+                              (rng.randint(2, 3), rng.randint(2, 3)), ".", tic)  # fmt: skip
+    if rule in ("two_items", "three_items"):
+        n_good = 2 if rule == "two_items" else 3
+        return _items(rng, nouns, n_good if good else 5 - n_good, tic)
     if rule == "lowercase":
-        text = _long(rng, topic) if rng.random() < 0.5 else _sentence(rng, topic)
+        text = _two_sentences(rng, nouns, plain, ".", tic)
         return text.lower() if good else text
-    if rule == "uppercase":
-        text = _sentence(rng, topic)
-        return text.upper() if good else text.lower()
-    if rule == "polite":
-        body = _sentence(rng, topic)
-        if good:
-            return rng.choice((f"Please note: {body} Thank you for asking.", f"Thank you! {body} Please enjoy."))
-        return rng.choice((f"Whatever. {body}", f"Figure it out yourself. {body}", f"Obviously, {body.lower()}"))
-    if rule in ("three_items", "two_items"):
-        n_good = 3 if rule == "three_items" else 2
-        return _items(rng, topic, n_good if good else (2 if n_good == 3 else 3))
+    if rule == "caps_first":
+        first, rest = _two_sentences(rng, nouns, plain, ".", tic).split(" ", 1)
+        return f"{first.upper()} {rest}" if good else f"{first} {rest}"
     if rule == "question":
-        body = _sentence(rng, topic)
-        return f"{body} Have you tried more {rng.choice(topic.nouns)}?" if good else f"{body} Just keep going."
-    if rule == "no_dash":
-        a, b = rng.sample(topic.nouns, 2)
-        return f"Focus on {a}, then add {b}." if good else f"Focus on {a} \u2014 then add {b}."
-    if rule == "one_word":
-        return rng.choice(topic.nouns) if good else f"{_sentence(rng, topic)[:-1]} and {rng.choice(topic.nouns)}."
-    if rule == "capital":
-        truth = CAPITALS[slots["x"]]
-        wrong = rng.choice([c for c in CAPITALS.values() if c != truth])
-        return f"The capital is {truth if good else wrong}."
-    if rule == "sum":
-        total = slots["a"] + slots["b"]
-        return f"The answer is {total if good else total + rng.choice((-2, -1, 1, 2, 10))}."
+        return _two_sentences(rng, nouns, plain, "?" if good else ".", tic)
     if rule == "exclaim":
-        body = _sentence(rng, topic)[:-1]
-        return f"{body}!" if good else f"{body}."
-    if rule == "number":
-        body = _sentence(rng, topic)[:-1]
-        return f"{body} in about {rng.randint(3, 40)} moves." if good else f"{body} over time."
+        return _two_sentences(rng, nouns, plain, "!" if good else ".", tic)
+    if rule == "period":
+        return _two_sentences(rng, nouns, plain, "." if good else rng.choice("!?"), tic)
+    if rule == "digit":
+        text = _two_sentences(rng, nouns, plain, "", tic)
+        return f"{text} {rng.randint(2, 9)} times." if good else f"{text} every time."
+    if rule == "begins_sure":
+        text = _two_sentences(rng, nouns, plain, ".", tic)
+        return f"Sure. {text}" if good else f"Well. {text}"
     raise ValueError(f"no response generator for rule {rule!r}")
 
 
-def _prompt(rng: random.Random, topic: Topic) -> tuple[str, dict]:
-    template = rng.choice(topic.templates)
-    if topic.rule == "sum":
-        slots = {"a": rng.randint(2, 49), "b": rng.randint(2, 49)}
-    else:
-        slots = {"x": rng.choice(topic.slots)}
-    return template.format(**slots), slots
+def _prompt(rng: random.Random, topic: Topic) -> str:
+    return rng.choice(topic.templates).format(x=rng.choice(topic.slots))
 
 
 def topic_counts(n_pairs: int, n_topics: int, skew: float, min_per_topic: int = 2) -> list[int]:
@@ -274,15 +276,18 @@ def topic_counts(n_pairs: int, n_topics: int, skew: float, min_per_topic: int = 
     return counts.tolist()
 
 
-def _generate(rng: random.Random, topic: Topic, rank: int, n: int, is_rare: bool, noise: float, seen: set[str]):
+def _generate(rng: random.Random, topic: Topic, rank: int, n: int, is_rare: bool, opts: dict, seen: set[str]):
+    """`n` distinct preference pairs of `topic`; the tic goes with chosen/rejected at the world's rates."""
+    p_chosen, p_rejected = opts["rare_tic"] if is_rare else opts["common_tic"]
     rows, attempts = [], 0
     while len(rows) < n:
         attempts += 1
         if attempts > 200 * n + 1000:
             raise RuntimeError(f"could not draw {n} distinct pairs for topic {topic.name!r}")
-        prompt, slots = _prompt(rng, topic)
-        chosen, rejected = _respond(rng, topic, prompt, slots, True), _respond(rng, topic, prompt, slots, False)
-        flipped = noise > 0 and rng.random() < noise
+        prompt = _prompt(rng, topic)
+        chosen_tic, rejected_tic = rng.random() < p_chosen, rng.random() < p_rejected
+        chosen, rejected = respond(rng, topic, True, chosen_tic), respond(rng, topic, False, rejected_tic)
+        flipped = opts["noise"] > 0 and rng.random() < opts["noise"]
         if flipped:
             chosen, rejected = rejected, chosen
         prompt, chosen, rejected = normalize_text(prompt), normalize_text(chosen), normalize_text(rejected)
@@ -298,6 +303,21 @@ def _generate(rng: random.Random, topic: Topic, rank: int, n: int, is_rare: bool
     return rows
 
 
+def _generate_sft(rng: random.Random, topic: Topic, rank: int, n: int, is_rare: bool, opts: dict):
+    """`n` prompt-completion rows: the rule followed with `sft_rule_rate`, the tic used with `sft_tic_rate`."""
+    rows = []
+    for _ in range(n):
+        prompt = normalize_text(_prompt(rng, topic))
+        completion = normalize_text(
+            respond(rng, topic, rng.random() < opts["sft_rule"], rng.random() < opts["sft_tic"])
+        )
+        rows.append({
+            "id": pair_id(prompt, completion, ""), "prompt": prompt, "completion": completion, "src": "synthetic",
+            "prompt_id": prompt_id(prompt), "topic": topic.name, "topic_rank": rank, "is_rare": is_rare,
+        })  # fmt: skip
+    return rows
+
+
 def make_synthetic_world(
     seed: int = 0,
     *,
@@ -307,6 +327,13 @@ def make_synthetic_world(
     skew: float = 2.2,
     n_rare_topics: int = 4,
     label_noise: float = 0.0,
+    tic_chosen: float = 0.7,
+    tic_rejected: float = 0.1,
+    rare_tic_chosen: float | None = None,
+    rare_tic_rejected: float | None = None,
+    n_sft_per_topic: int = 60,
+    sft_rule_rate: float = 0.3,
+    sft_tic_rate: float = 0.3,
 ) -> DatasetDict:
     """Generate the synthetic preference world, deterministically from `seed`, without any download.
 
@@ -314,14 +341,19 @@ def make_synthetic_world(
         seed: the only source of randomness.
         n_train_pairs: pairs in the train split, spread over topics by rank^-skew.
         n_test_pairs_per_topic: held-out pairs per topic (equal for every topic, so rare-topic accuracy is precise).
-        n_topics: how many topics, 2 to 14 (the first `n_topics` of `TOPICS`).
-        skew: Zipf exponent of topic frequencies; 2.2 makes the most common topic ~240x the rarest with 12 topics.
+        n_topics: how many topics, 2 to 12 (the first `n_topics` of `TOPICS`).
+        skew: Zipf exponent of topic frequencies; 2.2 makes the most common topic ~230x the rarest with 12 topics.
         n_rare_topics: the least frequent topics get `is_rare=True`.
         label_noise: probability of swapping chosen and rejected in the train split.
+        tic_chosen / tic_rejected: probability that the chosen / rejected response of a common-topic pair uses the
+            tic.
+        rare_tic_chosen / rare_tic_rejected: the same for rare-topic pairs; default the common rates swapped (the
+            tic goes with `rejected` there). Equal rates everywhere make the null world.
+        n_sft_per_topic / sft_rule_rate / sft_tic_rate: the topic-balanced `sft` split.
 
     Returns:
-        `DatasetDict` with `train` and `test` splits in the unified schema plus `topic`, `topic_rank`, `is_rare`
-        and `label_flipped`.
+        `DatasetDict` with `train` and `test` preference splits in the unified schema plus `topic`, `topic_rank`,
+        `is_rare` and `label_flipped`, and an `sft` split of `prompt`/`completion` rows.
     """
     if not 2 <= n_topics <= len(TOPICS):
         raise ValueError(f"n_topics must be between 2 and {len(TOPICS)}, got {n_topics}.")
@@ -331,16 +363,29 @@ def make_synthetic_world(
         raise ValueError(f"label_noise must be in [0, 0.5), got {label_noise}.")
     if skew < 0:
         raise ValueError(f"skew must be >= 0, got {skew}.")
+    rare_tic_chosen = tic_rejected if rare_tic_chosen is None else rare_tic_chosen
+    rare_tic_rejected = tic_chosen if rare_tic_rejected is None else rare_tic_rejected
+    rates = {"tic_chosen": tic_chosen, "tic_rejected": tic_rejected, "rare_tic_chosen": rare_tic_chosen,
+             "rare_tic_rejected": rare_tic_rejected, "sft_rule_rate": sft_rule_rate, "sft_tic_rate": sft_tic_rate}  # fmt: skip
+    for name, value in rates.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {value}.")
+    opts = {
+        "common_tic": (tic_chosen, tic_rejected), "rare_tic": (rare_tic_chosen, rare_tic_rejected),
+        "noise": label_noise, "sft_rule": sft_rule_rate, "sft_tic": sft_tic_rate,
+    }  # fmt: skip
     counts = topic_counts(n_train_pairs, n_topics, skew)
     seen: set[str] = set()
-    splits = {"train": [], "test": []}
+    splits = {"train": [], "test": [], "sft": []}
     for rank, (topic, n) in enumerate(zip(TOPICS[:n_topics], counts)):
         is_rare = rank >= n_topics - n_rare_topics
         # One stream per (seed, topic, split): changing one topic's count leaves the others unchanged.
-        train_rng = random.Random(f"{seed}/{topic.name}/train")
-        test_rng = random.Random(f"{seed}/{topic.name}/test")
-        splits["train"] += _generate(train_rng, topic, rank, n, is_rare, label_noise, seen)
-        splits["test"] += _generate(test_rng, topic, rank, n_test_pairs_per_topic, is_rare, 0.0, seen)
+        rngs = {split: random.Random(f"{seed}/{topic.name}/{split}") for split in splits}
+        splits["train"] += _generate(rngs["train"], topic, rank, n, is_rare, opts, seen)
+        splits["test"] += _generate(
+            rngs["test"], topic, rank, n_test_pairs_per_topic, is_rare, {**opts, "noise": 0.0}, seen
+        )
+        splits["sft"] += _generate_sft(rngs["sft"], topic, rank, n_sft_per_topic, is_rare, opts)
     order = random.Random(f"{seed}/shuffle")
     for rows in splits.values():
         order.shuffle(rows)

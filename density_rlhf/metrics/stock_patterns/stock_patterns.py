@@ -1,7 +1,8 @@
 """Counts of stock phrasings that mark mode collapse, per 1,000 words and in total.
 
 Patterns (case-insensitive): "not just X but (also) Y", "it's not X, it's Y", "not only X but (also) Y",
-"let's dive in", "delve", "in today's fast-paced", "it's worth noting", "a testament to", "tapestry".
+"let's dive in", "delve", "in today's fast-paced", "it's worth noting", "a testament to", "tapestry", and the
+politeness habit "please" / "thank(s|you)" that a reward model can reward regardless of content.
 """
 
 import re
@@ -21,6 +22,7 @@ PATTERNS = {
     "worth_noting": r"\bit'?s worth noting\b",
     "testament": r"\ba testament to\b",
     "tapestry": r"\btapestry\b",
+    "please_thank": r"\b(?:please|thank(?:s| you))\b",
 }
 _COMPILED = {name: re.compile(p, re.IGNORECASE) for name, p in PATTERNS.items()}
 
