@@ -87,6 +87,22 @@ def check_hardware(path: str, config: dict[str, Any], cli_args: Sequence[str]) -
         )
 
 
+class RecipeError(Exception):
+    """A setting the user must change: the recipes print it as one line and exit 1, without a traceback."""
+
+
+def creating_command(path: str) -> str:
+    """The command that creates the pipeline output `path` (`.../sft`, `.../rm*`, `.../tiny/*`), else a pointer."""
+    parts = Path(path).parts
+    if len(parts) >= 2 and parts[-2] == "tiny":
+        return "python recipes/prepare_data.py --config recipes/prepare_data.yaml"
+    if parts and parts[-1] == "sft":
+        return "accelerate launch recipes/train_sft.py --config recipes/sft.yaml"
+    if parts and parts[-1].startswith("rm"):
+        return "accelerate launch recipes/train_rm.py --config recipes/hyp_<h>.yaml"
+    return "the stage that writes it (README, 'The pipeline')"
+
+
 @contextlib.contextmanager
 def distributed_run() -> Iterator[None]:
     """End every recipe with its process group shut down: a barrier after success, then `destroy_process_group`.
@@ -102,6 +118,8 @@ def distributed_run() -> Iterator[None]:
         yield
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
+    except RecipeError as err:
+        raise SystemExit(f"error: {err}") from None
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
@@ -173,9 +191,18 @@ def load_model_and_tokenizer(model_args, training_args, model_class, **model_kwa
     from transformers import AutoTokenizer
 
     trust = getattr(training_args, "trust_remote_code", False)
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=trust
-    )
+    name = model_args.model_name_or_path
+    if not name:
+        raise RecipeError("model_name_or_path is not set: pass `--model_name_or_path <directory or Hub id>`.")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision, trust_remote_code=trust)
+    except OSError as err:
+        if Path(name).exists():
+            raise
+        raise RecipeError(
+            f"model_name_or_path {name!r} is not a local directory and could not be loaded from the Hub "
+            f"({type(err).__name__}). If it is a pipeline output, create it first: `{creating_command(name)}`."
+        ) from None
     model = model_class.from_pretrained(
         model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=trust,
         dtype=model_args.dtype or "float32", attn_implementation=model_args.attn_implementation, **model_kwargs,

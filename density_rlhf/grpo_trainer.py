@@ -48,9 +48,10 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
         reward_model_path (`str` or `None`, *optional*):
             Trained reward model (a sequence classifier with one label), added to the reward functions. It scores
             `prompt + completion + eos`, exactly the text `RewardTrainer` trained it on.
-        ground_truth_reward (`str`, *optional*, defaults to `"log"`):
-            On data with a `topic` column (the synthetic world): `log` adds the rule checker as a reward function with
-            weight 0 (logged, not optimized), `reward` optimizes it, `off` leaves it out.
+        ground_truth_reward (`str`, *optional*, defaults to `"off"`):
+            The synthetic world's rule checker, opt-in (its recipes set it): `log` adds it as a reward function with
+            weight 0 (logged, not optimized), `reward` optimizes it (the oracle arm O), `off` leaves it out. Needs the
+            world's `topic` column.
     """
 
     advantage_mode: str = field(default="grpo", metadata={"help": f"One of {ADVANTAGE_MODES}."})
@@ -58,7 +59,9 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
     sft_coef: float = field(default=0.0, metadata={"help": "Weight lambda of the NLL(chosen | prompt) term."})
     sft_column: str = field(default="chosen", metadata={"help": "Column with the response for the SFT term."})
     reward_model_path: str | None = field(default=None, metadata={"help": "Trained reward model to score with."})
-    ground_truth_reward: str = field(default="log", metadata={"help": f"One of {GROUND_TRUTH_MODES}."})
+    ground_truth_reward: str = field(
+        default="off", metadata={"help": f"Synthetic-world rule checker as a reward: one of {GROUND_TRUTH_MODES}."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -213,8 +216,12 @@ class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
         if args.reward_model_path:
             funcs.append(RewardModelScorer(args.reward_model_path, trust_remote_code=args.trust_remote_code))
             weights.append(1.0)
-        has_topics = train_dataset is not None and "topic" in train_dataset.column_names
-        if args.ground_truth_reward != "off" and has_topics:
+        if args.ground_truth_reward != "off":
+            if train_dataset is None or "topic" not in train_dataset.column_names:
+                raise ValueError(
+                    f"ground_truth_reward={args.ground_truth_reward!r} needs the synthetic world's `topic` column; "
+                    "set ground_truth_reward='off' for other data."
+                )
             funcs.append(GroundTruthReward())
             weights.append(1.0 if args.ground_truth_reward == "reward" else 0.0)
         if not funcs:

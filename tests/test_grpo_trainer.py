@@ -26,7 +26,7 @@ def grpo_args(output_dir, **overrides):
     base = dict(
         output_dir=str(output_dir), use_cpu=True, bf16=False, per_device_train_batch_size=8, num_generations=4,
         max_completion_length=12, max_steps=2, logging_steps=1, report_to=[], save_strategy="no", seed=0,
-        learning_rate=1e-4,
+        learning_rate=1e-4, ground_truth_reward="log",
     )  # fmt: skip
     base.update(overrides)
     return DensityGRPOConfig(**base)
@@ -164,6 +164,22 @@ def test_bad_inputs(pipe, tmp_path):
         )
     with pytest.raises(ValueError, match="no reward"):
         make(pipe, grpo_args(tmp_path, ground_truth_reward="off"))
+    with pytest.raises(ValueError, match="needs the synthetic world's `topic` column"):
+        make(
+            pipe,
+            grpo_args(tmp_path, reward_model_path=pipe["rm"]),
+            train_dataset=pipe["train"].remove_columns("topic"),
+        )
+
+
+def test_a_user_topic_column_is_left_alone(pipe, tmp_path):
+    """The rule checker is opt-in: a user dataset whose `topic` means something else trains on its own rewards."""
+    args = grpo_args(tmp_path, reward_model_path=pipe["rm"], ground_truth_reward="off", max_steps=1)
+    assert DensityGRPOConfig.__dataclass_fields__["ground_truth_reward"].default == "off"
+    science = pipe["train"].map(lambda x: {"topic": "science"})
+    trainer = make(pipe, args, train_dataset=science)
+    trainer.train()
+    assert not any("ground_truth" in key for entry in trainer.state.log_history for key in entry)
 
 
 def test_ground_truth_as_the_reward(pipe, tmp_path):

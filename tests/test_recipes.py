@@ -145,3 +145,21 @@ def test_real_data_recipes_do_not_invent_synthetic_data(tmp_path):
     with pytest.raises(FileNotFoundError, match="prepare it first"):
         ensure_data(tmp_path / "missing", build_missing=False)
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_missing_local_model_is_one_line_naming_the_command(tmp_path):
+    """No Hub traceback: the path and the command that creates it, as a one-line error."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "train_grpo.py"), "--config", "hyp_c.yaml", "--model_name_or_path",
+         str(tmp_path / "outputs" / "sft"), "--reward_model_path", str(tmp_path / "rm"), "--data_dir",
+         str(tmp_path / "data"), "--density_index_path", str(tmp_path / "density"), "--output_dir", str(tmp_path / "o")],
+        capture_output=True, text=True, cwd=tmp_path, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: model_name_or_path") and str(tmp_path / "outputs" / "sft") in last
+    assert "recipes/train_sft.py --config recipes/sft.yaml" in last
+    assert "Traceback" not in result.stderr
