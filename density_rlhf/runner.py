@@ -351,7 +351,7 @@ def _difference(values: list[float]) -> dict[str, Any]:
     return stat
 
 
-def aggregate(per_seed: dict[int, dict[str, Any]], hypotheses: list[str]) -> dict[str, Any]:
+def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Mean and CI over seeds of every policy x group x metric and RM x group x metric; paired differences of
     every arm against A (policies) and of the density RM against the uniform one, with Holm-corrected verdicts."""
     seeds = sorted(per_seed)
@@ -677,7 +677,7 @@ def run(args: RunnerArguments) -> dict[str, Any]:
     check_stage_configs(stages)
     timings = run_all(stages, args.launcher, log_dir, args.max_parallel)
     per_seed = {s: json.loads((root / f"seed{s}" / "eval" / "results.json").read_text()) for s in args.seeds}
-    results = aggregate(per_seed, args.hypotheses)
+    results = aggregate(per_seed)
     results["stages"] = timings
     print("[report] writing results.json, plots and report.md", flush=True)
     first_world = args.seeds[0] if args.world_seed is None else args.world_seed

@@ -139,7 +139,7 @@ def test_aggregate_pairs_differences_by_seed():
         pol_b = {b_: {"rule_satisfied": v} for b_, v in (("rare", b), ("all", b))}
         return {"policies": {"SFT": pol, "A": pol, "B": pol_b}, "reward_models": {}}
 
-    out = aggregate({0: seed_result(0.2, 0.5), 1: seed_result(0.4, 0.6), 2: seed_result(0.1, 0.45)}, ["A", "B"])
+    out = aggregate({0: seed_result(0.2, 0.5), 1: seed_result(0.4, 0.6), 2: seed_result(0.1, 0.45)})
     diff = out["comparisons"]["B-A"]["rare"]["rule_satisfied"]
     assert diff["values"] == pytest.approx([0.3, 0.2, 0.35]) and diff["verdict"] == "higher"
     assert diff["mde"] == pytest.approx(minimum_detectable_effect([0.3, 0.2, 0.35]))
