@@ -3,7 +3,7 @@
 import copy
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from accelerate.utils import gather_object
@@ -53,6 +53,8 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
             weight 0 (logged, not optimized), `reward` optimizes it (the oracle arm O), `off` leaves it out. Needs the
             world's `topic` column.
     """
+
+    _density_hypotheses: ClassVar[tuple[str, ...]] = ("C", "D", "O")  # hypotheses that weight this side
 
     advantage_mode: str = field(default="grpo", metadata={"help": f"One of {ADVANTAGE_MODES}."})
     softmax_temperature: float = field(default=1.0, metadata={"help": "Temperature tau of the softmax mode."})

@@ -3,7 +3,7 @@
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,8 @@ class DensityRewardConfig(DensityConfigMixin, RewardConfig):
         eval_group_columns (`list[str]` or `None`, *optional*):
             Columns to report evaluation metrics by besides the bucket; default `topic` and `is_rare` when present.
     """
+
+    _density_hypotheses: ClassVar[tuple[str, ...]] = ("B", "D")  # hypotheses that weight this side
 
     def __post_init__(self):
         super().__post_init__()

@@ -240,7 +240,9 @@ class DensityRepeatSampler(DensitySampler):
 
     Each chunk of `batch_size` prompts is drawn by weight, then every prompt is repeated `mini_repeat_count` times
     (the generations of one group) and every chunk `repeat_count` times (reuse across iterations). With
-    `replacement=False` and uniform weights the order is exactly `RepeatSampler(..., shuffle=True, seed=seed)`'s.
+    `replacement=False` and uniform weights the first epoch's order is exactly `RepeatSampler(..., shuffle=True,
+    seed=seed)`'s; later epochs differ from TRL's, because each epoch's draw is a pure function of `(seed, epoch)`
+    (TRL continues one generator), which is what lets a resumed run replay them.
 
     Args:
         weights: one weight per dataset row.

@@ -5,7 +5,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
@@ -76,9 +76,19 @@ class DensityConfigMixin:
         metadata={"help": "Write the `id` of every training row each rank saw to <output_dir>/seen_ids_rank<k>.json."},
     )
 
+    # Hypotheses whose weighting applies to this config's trainer (set by each config class).
+    _density_hypotheses: ClassVar[tuple[str, ...]] = ()
+
     def _validate_density_fields(self) -> None:
         if self.hypothesis is not None and self.hypothesis not in HYPOTHESES:
             raise ValueError(f"hypothesis must be one of {HYPOTHESES} or None, got {self.hypothesis!r}.")
+        if self.hypothesis is not None and self.density_sampling != (self.hypothesis in self._density_hypotheses):
+            want = self.hypothesis in self._density_hypotheses
+            raise ValueError(
+                f"hypothesis {self.hypothesis!r} means density_sampling={want} for {type(self).__name__} (density "
+                f"weighting here is hypotheses {list(self._density_hypotheses)}): set `density_sampling: {str(want).lower()}` "
+                "or change `hypothesis`."
+            )
         if self.density_pair_weighting not in PAIR_WEIGHTINGS:
             raise ValueError(
                 f"density_pair_weighting must be one of {PAIR_WEIGHTINGS}, got {self.density_pair_weighting!r}."

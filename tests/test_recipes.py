@@ -163,3 +163,16 @@ def test_a_missing_local_model_is_one_line_naming_the_command(tmp_path):
     assert last.startswith("error: model_name_or_path") and str(tmp_path / "outputs" / "sft") in last
     assert "recipes/train_sft.py --config recipes/sft.yaml" in last
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("config_cls", [DensityRewardConfig, DensityGRPOConfig])
+def test_hypothesis_and_density_sampling_must_agree(tmp_path, config_cls):
+    weighted = {DensityRewardConfig: {"B", "D"}, DensityGRPOConfig: {"C", "D", "O"}}[config_cls]
+    base = dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, density_index_path=str(tmp_path))
+    for hypothesis in "ABCDO":
+        if config_cls is DensityRewardConfig and hypothesis == "O":
+            continue
+        right = hypothesis in weighted
+        assert config_cls(**base, hypothesis=hypothesis, density_sampling=right).density_sampling is right
+        with pytest.raises(ValueError, match=f"set `density_sampling: {str(right).lower()}`"):
+            config_cls(**base, hypothesis=hypothesis, density_sampling=not right)
