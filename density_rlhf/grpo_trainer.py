@@ -78,6 +78,17 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
             raise ValueError(
                 f"ground_truth_reward must be one of {GROUND_TRUTH_MODES}, got {self.ground_truth_reward!r}."
             )
+        # Fields of the shared density mixin that only the reward-model trainer implements: refuse them here
+        # rather than accept and ignore them.
+        if self.record_seen_ids:
+            raise ValueError(
+                "record_seen_ids is implemented by DensityRewardTrainer only; remove it from the GRPO config."
+            )
+        if self.eval_group_columns is not None:
+            raise ValueError(
+                "eval_group_columns is implemented by DensityRewardTrainer only; the GRPO trainer logs density/* "
+                "metrics per bucket. Remove it from the GRPO config."
+            )
 
 
 def _completion_text(completion: Any) -> str:

@@ -148,6 +148,11 @@ def test_sft_coef_changes_the_loss(pipe, tmp_path):
 def test_bad_inputs(pipe, tmp_path):
     with pytest.raises(ValueError, match="advantage_mode"):
         grpo_args(tmp_path, advantage_mode="ppo")
+    # Mixin fields that only the reward-model trainer implements are refused, not silently ignored.
+    with pytest.raises(ValueError, match="record_seen_ids is implemented by DensityRewardTrainer only"):
+        grpo_args(tmp_path, record_seen_ids=True)
+    with pytest.raises(ValueError, match="eval_group_columns is implemented by DensityRewardTrainer only"):
+        grpo_args(tmp_path, eval_group_columns=["topic"])
     with pytest.raises(ValueError, match="softmax_temperature"):
         grpo_args(tmp_path, softmax_temperature=0.0)
     with pytest.raises(ValueError, match="not a model directory"):
