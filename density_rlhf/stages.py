@@ -41,7 +41,7 @@ class BuildDensityArguments:
             Clip weights to this max/min ratio; `null` keeps the raw density^-alpha weights.
         uniform_mix (`float`, *optional*, defaults to `0.0`):
             Mix weights with uniform.
-        duplicate_tolerance (`float`, *optional*, defaults to `0.01`):
+        duplicate_tolerance (`float`, *optional*, defaults to `0.001`):
             Prompts whose unit embeddings lie closer than this form one duplicate group (see
             `density_rlhf.estimators`).
         bucket_quantiles (`list[float]`, *optional*, defaults to `[0.2, 0.8]`):
