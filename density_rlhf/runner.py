@@ -285,11 +285,16 @@ def run_stage(stage: Stage, launcher: str, log_dir: Path, index: int, total: int
 
 
 # --- statistics ---------------------------------------------------------------------------------------------------
+def _finite(values: list[float | None]) -> np.ndarray:
+    """The per-seed values that were measured (no `None`, no NaN)."""
+    return np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+
+
 def mean_ci(values: list[float]) -> dict[str, Any]:
     """Mean and 95% t-interval over seeds (no interval with one seed)."""
     from scipy import stats
 
-    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    x = _finite(values)
     out: dict[str, Any] = {"mean": float(x.mean()) if x.size else float("nan"), "n": int(x.size), "values": x.tolist()}
     if x.size >= 2:
         half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
@@ -304,7 +309,7 @@ def minimum_detectable_effect(values: list[float], power: float = 0.8, alpha: fl
     (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n), with the observed sd. `None` below two seeds."""
     from scipy import stats
 
-    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    x = _finite(values)
     if x.size < 2:
         return None
     n = x.size
@@ -315,7 +320,7 @@ def p_value(values: list[float], null: float = 0.0) -> float | None:
     """Two-sided one-sample t-test p-value of the seed differences against `null` (`None` below two seeds)."""
     from scipy import stats
 
-    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    x = _finite(values)
     if x.size < 2:
         return None
     if x.std(ddof=1) == 0:

@@ -15,7 +15,6 @@ from .estimators import effective_sample_size
 if TYPE_CHECKING:
     from .index import DensityIndex
 
-FILES = ("weights_report.md", "weights_report.json", "log_weight_hist.png", "bucket_mass.png", "prompt_map.png")
 _COLORS = {"rare": "tab:red", "mid": "tab:gray", "common": "tab:blue"}
 
 
