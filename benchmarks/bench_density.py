@@ -71,7 +71,10 @@ def clustered_embeddings(n: int, d: int = 384, n_clusters: int | None = None, se
     centers = rng.normal(size=(n_clusters, d)).astype(np.float32)
     bases = rng.normal(size=(n_clusters, 16, d)).astype(np.float32) / np.sqrt(d)
     coeffs = rng.normal(size=(n, 16)).astype(np.float32)
-    x = centers[labels] * 0.25 + np.einsum("nr,nrd->nd", coeffs, bases[labels]) * 1.6
+    x = np.empty((n, d), dtype=np.float32)
+    for start in range(0, n, 50_000):  # in chunks: bases[labels] for all rows would need 16 x the embeddings
+        rows = slice(start, start + 50_000)
+        x[rows] = centers[labels[rows]] * 0.25 + np.einsum("nr,nrd->nd", coeffs[rows], bases[labels[rows]]) * 1.6
     x += 0.05 * rng.normal(size=(n, d)).astype(np.float32)
     return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True))
 
@@ -94,25 +97,86 @@ def bench_knn(sizes, k=10):
         )
 
 
-def bench_approx(sizes, k=10):
+def _knn_of_rows(index, x: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest neighbours of the points `rows` of `x` (all of them indexed), without the point itself."""
+    d2, idx = index.search(x[rows], k + 1)
+    is_self = idx == rows[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    is_self[np.cumsum(is_self, axis=1) > 1] = False
+    keep = ~is_self
+    return np.sqrt(np.maximum(d2[keep].reshape(len(rows), k), 0.0)).astype(np.float64), idx[keep].reshape(-1, k)
+
+
+def _approx_index(x: np.ndarray, spec: str):
+    """`kind[:nlist=..][:nprobe=..][:niter=..][:per_list=..]`: `ivf` (the library's IVF-Flat), `ivf_flat` (IVF-Flat
+    with these k-means settings), `ivf_hnsw` (IVF-Flat with an HNSW coarse quantizer), `ivf_sq8` (8-bit
+    scalar-quantized lists), `hnsw`."""
+    import faiss
+
+    from density_rlhf.index import make_faiss_index
+
+    kind, *opts = spec.split(":")
+    opts = {key: int(value) for key, value in (o.split("=") for o in opts)}
+    n, d = x.shape
+    if kind in ("ivf", "hnsw"):
+        kwargs = {"ivf_nlist": opts.get("nlist"), "ivf_nprobe": opts.get("nprobe", 10)} if kind == "ivf" else {}
+        return make_faiss_index(x, index_type=kind, **kwargs)
+    nlist = opts.get("nlist") or int(2 ** round(np.log2(3.2 * np.sqrt(n))))
+    if kind == "ivf_hnsw":
+        quantizer = faiss.IndexHNSWFlat(d, 32)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist)
+    elif kind == "ivf_flat":
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+    elif kind == "ivf_sq8":
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatL2(d), d, nlist, faiss.ScalarQuantizer.QT_8bit)
+    else:
+        raise ValueError(f"unknown index kind {kind!r}")
+    index.cp.seed = 0
+    index.cp.niter = opts.get("niter", index.cp.niter)  # k-means iterations (FAISS default 25)
+    per_list = opts.get("per_list", 40)  # k-means training points per list
+    index.train(x[np.sort(np.random.default_rng(0).permutation(n)[: per_list * nlist])])
+    index.nprobe = opts.get("nprobe", 10)
+    if kind == "ivf_hnsw":
+        quantizer.hnsw.efSearch = max(64, 2 * index.nprobe)
+    index.add(x)
+    return index
+
+
+def bench_approx(sizes, k=10, variants=("ivf",), sample_queries=2000, full_exact_max=200_000):
+    """Approximate indexes against exact FAISS. Above `full_exact_max` points the exact search time is estimated
+    from a seeded sample of `sample_queries` queries (x N / sample), and recall and weight Spearman are measured on
+    that sample; the approximate index is always built and searched for all N points."""
     from scipy.stats import spearmanr
 
     from density_rlhf.index import density_weights, knn_search, log_density, make_faiss_index
 
     for n in sizes:
         x = clustered_embeddings(n, seed=1)
+        rows = np.arange(n)
+        if n > full_exact_max:
+            rows = np.sort(np.random.default_rng(0).choice(n, sample_queries, replace=False))
         r = {}
+        with timed(r, "flat"):
+            flat = make_faiss_index(x, index_type="flat")
         with timed(r, "exact"):
-            d_exact, i_exact = knn_search(make_faiss_index(x, index_type="flat"), x, k)
+            d_exact, i_exact = _knn_of_rows(flat, x, rows, k) if len(rows) < n else knn_search(flat, x, k)
+        del flat
+        exact_time = r["flat"] + r["exact"] * n / len(rows)  # only the search scales with the queries
+        how = "measured" if len(rows) == n else f"estimated from {len(rows)} queries"
+        print(f"approx   N={n:>7} d=384  exact {exact_time:7.1f}s ({how}, {r['flat_mib']:5.0f} MiB)", flush=True)
         w_exact = density_weights(log_density(d_exact))
-        for kind in ("ivf", "hnsw"):
-            with timed(r, kind):
-                d_approx, i_approx = knn_search(make_faiss_index(x, index_type=kind), x, k)
+        for spec in variants:
+            with timed(r, spec):
+                index = _approx_index(x, spec)
+                d_all, i_all = knn_search(index, x, k)
+            del index
+            d_approx, i_approx = d_all[rows], i_all[rows]
             recall = np.mean((i_approx[:, :, None] == i_exact[:, None, :]).any(-1))
             rho = spearmanr(w_exact, density_weights(log_density(d_approx))).statistic
             print(
-                f"approx   N={n:>7} d=384  exact {r['exact']:6.1f}s  {kind:<4} {r[kind]:6.1f}s ({r[kind + '_mib']:5.0f} MiB)  "
-                f"speed-up {r['exact'] / r[kind]:.1f}x  recall@{k} {recall:.3f}  weight Spearman {rho:.4f}"
+                f"approx   N={n:>7} d=384  {spec:<22} {r[spec]:7.1f}s ({r[spec + '_mib']:5.0f} MiB)  "
+                f"speed-up {exact_time / r[spec]:5.1f}x  recall@{k} {recall:.3f}  weight Spearman {rho:.4f}",
+                flush=True,
             )
 
 
@@ -179,13 +243,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", nargs="+", default=["knn", "approx", "mapping", "embedding"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000])
-    parser.add_argument("--approx-sizes", nargs="+", type=int, default=[100_000])
+    parser.add_argument("--approx-sizes", nargs="+", type=int, default=[100_000, 1_000_000])
+    parser.add_argument("--variants", nargs="+", default=["ivf", "hnsw"], help="approximate indexes to compare")
     parser.add_argument("--pairs", type=int, default=30_000_000)
     args = parser.parse_args()
     if "knn" in args.sections:
         bench_knn(args.sizes)
     if "approx" in args.sections:
-        bench_approx(args.approx_sizes)
+        bench_approx(args.approx_sizes, variants=args.variants)
     if "mapping" in args.sections:
         bench_mapping(args.pairs)
     if "embedding" in args.sections:

@@ -22,6 +22,11 @@ TESTS = (
     "tests/test_reward_trainer.py::test_accelerate_launch_two_cpu_processes_see_disjoint_shards",
     "tests/test_grpo_trainer.py::test_accelerate_launch_two_cpu_processes",
 )
+# `--deepspeed` adds the ZeRO launches (DeepSpeed keeps its own references to the process groups).
+DEEPSPEED_TESTS = (
+    "tests/test_reward_trainer.py::test_deepspeed_zero3_two_cpu_processes",
+    "tests/test_grpo_trainer.py::test_reward_model_scores_under_deepspeed_equal_single_process_scores",
+)
 HOG = "while True:\n    sum(i * i for i in range(100_000))"
 
 
@@ -29,16 +34,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="Consecutive runs of the two launch tests.")
     parser.add_argument("--no_load", action="store_true", help="Run without the CPU-bound process beside.")
+    parser.add_argument("--deepspeed", action="store_true", help="Also run the DeepSpeed ZeRO launch tests.")
     parser.add_argument("--log", default="outputs/stress_launch.log", help="Where a failing run's output goes.")
     args = parser.parse_args()
 
+    tests = TESTS + (DEEPSPEED_TESTS if args.deepspeed else ())
     hog = None if args.no_load else subprocess.Popen([sys.executable, "-c", HOG])
     passed = 0
     start = time.perf_counter()
     try:
         for run in range(1, args.runs + 1):
             result = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS],
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                 cwd=REPO, capture_output=True, text=True,
             )  # fmt: skip
             if result.returncode != 0:
@@ -52,7 +59,7 @@ def main() -> int:
         if hog is not None:
             hog.kill()
     print(
-        f"{passed}/{args.runs} runs passed, both 2-process tests each run, {'no load' if hog is None else 'under load'}"
+        f"{passed}/{args.runs} runs passed, {len(tests)} launch tests each run, {'no load' if hog is None else 'under load'}"
     )
     return 0 if passed == args.runs else 1
 

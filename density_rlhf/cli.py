@@ -112,6 +112,8 @@ def distributed_run() -> Iterator[None]:
     fast rank from tearing down while the others still use the store; after an error there is no barrier (the other
     ranks may never reach it), only the teardown.
     """
+    import gc
+
     import torch.distributed as dist
 
     try:
@@ -121,8 +123,15 @@ def distributed_run() -> Iterator[None]:
     except RecipeError as err:
         raise SystemExit(f"error: {err}") from None
     finally:
+        # Trainers and DeepSpeed engines live in reference cycles and hold process groups; a group destroyed only at
+        # interpreter finalization can abort the same way. Free them while the interpreter is whole.
+        gc.collect()
         if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+            ds_comm = sys.modules.get("deepspeed.comm")
+            if ds_comm is not None and getattr(ds_comm, "cdb", None) is not None and ds_comm.cdb.is_initialized():
+                ds_comm.destroy_process_group()  # also drops DeepSpeed's cached references to every group
+            else:
+                dist.destroy_process_group()
 
 
 def setup_logging(level: int | str = logging.INFO) -> None:
@@ -154,6 +163,9 @@ class DensityScriptArguments(ScriptArguments):
             an error.
         max_train_samples / max_eval_samples (`int` or `None`, *optional*):
             Keep only the first rows of each split (for smoke runs).
+
+    `dataset_streaming` and `ignore_bias_buffers` (from TRL) are refused with a `ValueError`: they would have no
+    effect.
     """
 
     data_dir: str = field(default="outputs/data", metadata={"help": "Output directory of recipes/prepare_data.py."})
@@ -162,6 +174,18 @@ class DensityScriptArguments(ScriptArguments):
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval split."})
+
+    def __post_init__(self):
+        # Inherited from TRL's ScriptArguments but without an effect here: refuse them instead of ignoring them.
+        if self.dataset_streaming:
+            raise ValueError(
+                "dataset_streaming is not supported: density sampling draws rows of a map-style dataset by index. "
+                "Load the dataset fully (dataset_streaming: false) or prepare it with recipes/prepare_data.py."
+            )
+        if self.ignore_bias_buffers:
+            raise ValueError(
+                "ignore_bias_buffers (a DDP setting of TRL's DPO script) has no effect in these recipes; remove it."
+            )
 
 
 def load_train_eval(script_args: DensityScriptArguments, seed: int = 0):

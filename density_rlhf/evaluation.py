@@ -42,6 +42,8 @@ class EvaluateArguments:
             Keep at most this many unique prompts per topic (all prompts when the data has no topics).
         max_new_tokens / temperature / batch_size (*optional*):
             Generation settings.
+        max_length (`int` or `None`, *optional*, defaults to `1024`):
+            Longest text a reward model scores; a longer prompt + response keeps its last tokens (the response).
         seed (`int`, *optional*, defaults to `0`):
             Seeds sampling; the same seed gives the same samples.
         output_file (`str`, *optional*, defaults to `"outputs/eval/results.json"`):
@@ -58,6 +60,7 @@ class EvaluateArguments:
     max_new_tokens: int = field(default=32, metadata={"help": "Generation length (GRPO's max_completion_length)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch."})
+    max_length: int | None = field(default=1024, metadata={"help": "Longest text a reward model scores."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     output_file: str = field(default="outputs/eval/results.json", metadata={"help": "Output JSON file."})
 
@@ -121,8 +124,9 @@ def counterfactual_effects(scorer, prompts: list[str], responses: list[str], edi
     """score(prompt, edit(base)) - score(prompt, base) per item, with base the response with any tic removed; NaN
     where `edit` returns `None` (no place for the edit)."""
     from .data.synthetic import remove_tic
+    from .grpo_trainer import _completion_text
 
-    base = [remove_tic(r) for r in responses]
+    base = [remove_tic(_completion_text(r)) for r in responses]  # conversational responses: the assistant's text
     edited = [edit(b) for b in base]
     keep = [i for i, e in enumerate(edited) if e is not None]
     out = np.full(len(responses), np.nan)
@@ -141,20 +145,28 @@ def add_politeness(response: str) -> str:
 @torch.inference_mode()
 def generate_samples(
     model_path: str, prompts: list[str], num_samples: int, *, max_new_tokens: int = 24, temperature: float = 1.0,
-    batch_size: int = 64, seed: int = 0,
+    batch_size: int = 64, seed: int = 0, device: str | None = None,
 ) -> list[list[str]]:  # fmt: skip
-    """`num_samples` sampled completions per prompt; identical for the same seed."""
+    """`num_samples` sampled completions per prompt (text, or conversational messages through the chat template, as
+    TRL prompts them), on the GPU when there is one; identical for the same seed on the same device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForCausalLM.from_pretrained(model_path).to(device).eval()
+    prompts = [
+        p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
     generator_seed = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator_seed)))
-        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         generated = model.generate(
             **enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
             num_return_sequences=num_samples, pad_token_id=tokenizer.pad_token_id,
@@ -279,14 +291,19 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
 
     from .grpo_trainer import RewardModelScorer
     from .index import DensityIndex, embed_prompts
+    from .trainer_utils import _prompt_texts
 
     split = load_from_disk(str(Path(args.data_dir) / "dataset"))[args.split]
     index = DensityIndex.load(args.density_index_path)
     rows = held_out_prompts(split, args.prompts_per_topic)
-    pair_buckets = index.buckets_for(list(split["prompt_id"]), list(split["prompt"]))
+    pair_buckets = index.buckets_for(list(split["prompt_id"]), _prompt_texts(split))
     bucket_of = dict(zip(split["prompt_id"], pair_buckets))  # held-out prompts are a subset of the split's
     prompt_buckets = [bucket_of[r["prompt_id"]] for r in rows]
-    scorers = {name: RewardModelScorer(path) for name, path in parse_named(args.reward_models).items()}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    scorers = {
+        name: RewardModelScorer(path, max_length=args.max_length).to(device)
+        for name, path in parse_named(args.reward_models).items()
+    }
     results: dict[str, Any] = {
         "reward_models": {},
         "policies": {},
@@ -299,7 +316,7 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
         logger.info("evaluating policy %s (%s) on %d prompts x %d samples", name, path, len(rows), args.num_samples)
         samples = generate_samples(
             path, [r["prompt"] for r in rows], args.num_samples, max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature, batch_size=args.batch_size, seed=args.seed,
+            temperature=args.temperature, batch_size=args.batch_size, seed=args.seed, device=device,
         )  # fmt: skip
         embeddings = embed_prompts([c for g in samples for c in g], show_progress=False)
         results["policies"][name] = evaluate_policy(samples, rows, prompt_buckets, scorers, embeddings)

@@ -19,6 +19,7 @@ from .trainer_utils import (
     DensityConfigMixin,
     DensityTrainerMixin,
     add_bucket_column,
+    sampling_seed,
 )
 
 
@@ -52,6 +53,9 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
             The synthetic world's rule checker, opt-in (its recipes set it): `log` adds it as a reward function with
             weight 0 (logged, not optimized), `reward` optimizes it (the oracle arm O), `off` leaves it out. Needs the
             world's `topic` column.
+        density_replacement (`bool`, *optional*, defaults to `True`):
+            Draw each generation batch's prompts with replacement (by weight), or as a weighted permutation without
+            replacement (with uniform weights exactly TRL's first-epoch order).
     """
 
     _density_hypotheses: ClassVar[tuple[str, ...]] = ("C", "D", "O")  # hypotheses that weight this side
@@ -63,6 +67,9 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
     reward_model_path: str | None = field(default=None, metadata={"help": "Trained reward model to score with."})
     ground_truth_reward: str = field(
         default="off", metadata={"help": f"Synthetic-world rule checker as a reward: one of {GROUND_TRUTH_MODES}."}
+    )
+    density_replacement: bool = field(
+        default=True, metadata={"help": "Draw prompts with replacement (else a weighted permutation without)."}
     )
 
     def __post_init__(self):
@@ -116,7 +123,9 @@ class RewardModelScorer:
     chat template for conversational data), so the reward model sees the distribution it was trained on.
     """
 
-    def __init__(self, path: str, *, trust_remote_code: bool = False, batch_size: int = 64):
+    def __init__(
+        self, path: str, *, trust_remote_code: bool = False, batch_size: int = 64, max_length: int | None = None
+    ):
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         try:
@@ -137,28 +146,46 @@ class RewardModelScorer:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = torch.device("cpu")
         self.__name__ = "reward_model"
         self.path = path
 
     def to(self, device) -> "RewardModelScorer":
         self.model.to(device)
+        self.device = torch.device(device)
+        return self
+
+    def prepare(self, accelerator, deepspeed: bool) -> "RewardModelScorer":
+        """Place the model as TRL places reward models: a DeepSpeed inference engine under DeepSpeed (under ZeRO-3
+        the weights were partitioned at load and are gathered per forward), else `prepare_model` in eval mode."""
+        if deepspeed:
+            from trl.models import prepare_deepspeed
+
+            self.model = prepare_deepspeed(self.model, accelerator)
+        else:
+            self.model = accelerator.prepare_model(self.model, evaluation_mode=True, device_placement=True)
+        self.device = accelerator.device
         return self
 
     def _ids(self, prompt: Any, completion: Any) -> list[int]:
+        """Token ids as `RewardTrainer` builds them; beyond `max_length` only the last tokens (the response and its
+        end) are kept."""
         from trl.data_utils import _tokenize
 
         if isinstance(prompt, str):
-            return _tokenize(self.tokenizer, prompt + _completion_text(completion) + self.tokenizer.eos_token)[
-                "input_ids"
-            ]
-        messages = [*prompt, {"role": "assistant", "content": _completion_text(completion)}]
-        return _tokenize(self.tokenizer, messages)["input_ids"]
+            end = self.tokenizer.eos_token or self.tokenizer.sep_token or ""  # encoders end with SEP (RM trainer)
+            ids = _tokenize(self.tokenizer, prompt + _completion_text(completion) + end)["input_ids"]
+        else:
+            messages = [*prompt, {"role": "assistant", "content": _completion_text(completion)}]
+            ids = _tokenize(self.tokenizer, messages)["input_ids"]
+        return ids[-self.max_length :] if self.max_length else ids
 
     @torch.inference_mode()
     def __call__(self, prompts: list, completions: list, **kwargs) -> list[float]:
         from torch.nn.utils.rnn import pad_sequence
 
-        device = next(self.model.parameters()).device
+        device = self.device
         scores = []
         for start in range(0, len(prompts), self.batch_size):
             ids = [
@@ -215,7 +242,7 @@ class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
         super().__init__(model, reward_funcs, args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
         for func in self.reward_funcs:
             if isinstance(func, RewardModelScorer):
-                func.to(self.accelerator.device)
+                func.prepare(self.accelerator, self.is_deepspeed_enabled)
 
     @staticmethod
     def _build_reward_funcs(reward_funcs, args: DensityGRPOConfig, train_dataset) -> tuple[list, list[float]]:
@@ -247,13 +274,23 @@ class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
 
     # --- sampling -------------------------------------------------------------------------------------------------
     def _get_train_sampler(self, dataset=None) -> Sampler:
+        # TRL's RepeatSampler carries the group structure (generations, batch, reuse); ours copies it from there.
+        trl_sampler = super()._get_train_sampler(dataset)
         if self._user_sampler is None and not self.args.density_sampling:
-            return super()._get_train_sampler(dataset)
-        sampler = self._user_sampler or DensityRepeatSampler.from_index(
+            return trl_sampler
+        expected = DensityRepeatSampler.repeat_params(trl_sampler)
+        if self._user_sampler is not None:
+            given = DensityRepeatSampler.repeat_params(self._user_sampler)
+            if given != expected:
+                raise ValueError(
+                    f"density_sampler has {given} but this trainer needs {expected} (num_generations, generation "
+                    "batch, num_iterations x steps_per_generation); build it with `DensityRepeatSampler.like(...)`."
+                )
+            return self._use_sampler(self._user_sampler)
+        sampler = DensityRepeatSampler.from_index(
             self.density_index, self.train_dataset, self.args.prompt_id_column, self.args.density_pair_weighting,
-            missing=self.args.density_missing, seed=self.args.seed, mini_repeat_count=self.num_generations,
-            batch_size=self.args.generation_batch_size // self.num_generations,
-            repeat_count=self.num_iterations * self.args.steps_per_generation,
+            missing=self.args.density_missing, seed=sampling_seed(self.args), replacement=self.args.density_replacement,
+            **expected,
         )  # fmt: skip
         return self._use_sampler(sampler)
 

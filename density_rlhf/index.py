@@ -28,6 +28,7 @@ from .estimators import (
     intrinsic_dimension,
     log_density,
 )
+from .utils import whole_weights
 
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ def embed_prompts(
     else:
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(resolve_embedder(embedder), device=device, trust_remote_code=False)
+        with whole_weights():
+            model = SentenceTransformer(resolve_embedder(embedder), device=device, trust_remote_code=False)
     embeddings = model.encode(
         list(prompts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
         show_progress_bar=show_progress,

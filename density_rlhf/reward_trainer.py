@@ -1,5 +1,6 @@
 """`DensityRewardTrainer`: TRL's `RewardTrainer` with density-weighted sampling and per-bucket evaluation."""
 
+import copy
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from .trainer_utils import (
     group_metric_prefix,
     group_vocab,
     pop_group_labels,
+    sampling_seed,
     write_seen_ids,
 )
 
@@ -94,6 +96,7 @@ class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
         **kwargs,
     ):
         args = self._init_density(model, args, DensityRewardConfig, "DensityReward", density_index, density_sampler)
+        args = self._end_token_for_encoders(model, args, kwargs)
         self._eval_counts: Counter = Counter()
         self._seen_ids: list[str] = []
         self._last_bucket_eval: dict[str, dict[str, float]] = {}
@@ -117,16 +120,41 @@ class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
         if self._group_columns or args.record_seen_ids:
             self.data_collator = GroupLabelCollator(self.data_collator, self._group_vocab, args.record_seen_ids)
 
+    @staticmethod
+    def _end_token_for_encoders(model, args: DensityRewardConfig, kwargs: dict) -> DensityRewardConfig:
+        """Encoder tokenizers (BERT, MiniLM) have no EOS token for `RewardTrainer` to append: use their SEP token,
+        which ends a sequence there, unless `eos_token` is set. Returns the (copied) config."""
+        if args.eos_token is not None:
+            return args
+        tokenizer = kwargs.get("processing_class")
+        if tokenizer is None and isinstance(model, str):
+            from transformers import AutoTokenizer
+
+            tokenizer = kwargs["processing_class"] = AutoTokenizer.from_pretrained(
+                model, trust_remote_code=args.trust_remote_code
+            )
+        if tokenizer is None or getattr(tokenizer, "eos_token", None) is not None:
+            return args
+        sep = getattr(tokenizer, "sep_token", None)
+        if sep is None:
+            raise ValueError(
+                f"{type(tokenizer).__name__} has neither an EOS nor a SEP token to end each text with; set `eos_token` "
+                "to a token of its vocabulary."
+            )
+        logger.info("the tokenizer has no EOS token: ending each text with its SEP token %r (set `eos_token`)", sep)
+        args = copy.copy(args)
+        args.eos_token = sep
+        return args
+
     # --- sampling -------------------------------------------------------------------------------------------------
     def _get_train_sampler(self, dataset=None) -> Sampler | None:
         if self._user_sampler is None and not self.args.density_sampling:
             return super()._get_train_sampler(dataset)
         sampler = self._user_sampler
         if sampler is None:
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             sampler = DensitySampler.from_index(
                 self.density_index, self.train_dataset, self.args.prompt_id_column, self.args.density_pair_weighting,
-                missing=self.args.density_missing, seed=seed,
+                missing=self.args.density_missing, seed=sampling_seed(self.args),
             )  # fmt: skip
         elif isinstance(sampler, DensitySampler) and len(sampler.weights) != len(self.train_dataset):
             raise ValueError(

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -80,6 +81,17 @@ class RunnerArguments:
             Samples per held-out prompt, and unique prompts kept per topic.
         report_to (`str`, *optional*, defaults to `"tensorboard"`):
             Trackers of the training stages (`tensorboard`, `wandb`, `trackio`, `none`).
+        overrides (`str` or `None`, *optional*):
+            YAML of settings laid over the stage configs without editing them: `launcher`, and per stage
+            (`prepare_data`, `build_density`, `sft`, `reward`, `grpo`, `evaluate`) a mapping of fields appended to
+            its command line (its `launcher` replaces `launcher`). `recipes/scale/rehearsal_cpu.yaml` rehearses the
+            8-GPU run on 2 CPU processes.
+        dry_run (`bool`, *optional*, defaults to `False`):
+            Print every stage's command and validate each training config as it would be built on the launcher's
+            processes (`num_processes`), without running anything or needing a GPU.
+        num_processes (`int` or `None`, *optional*):
+            Processes to validate for in a dry run; `None` reads `num_processes` from the launcher's
+            `--config_file` (1 without a launcher).
     """
 
     output_dir: str = field(default="outputs/run", metadata={"help": "Root directory of the run."})
@@ -103,6 +115,11 @@ class RunnerArguments:
     eval_num_samples: int = field(default=4, metadata={"help": "Samples per held-out prompt."})
     eval_prompts_per_topic: int | None = field(default=None, metadata={"help": "Unique held-out prompts per topic."})
     report_to: str = field(default="tensorboard", metadata={"help": "Trackers of the training stages."})
+    overrides: str | None = field(default=None, metadata={"help": "YAML of per-stage settings laid over the configs."})
+    dry_run: bool = field(default=False, metadata={"help": "Print and validate every stage; run nothing."})
+    num_processes: int | None = field(
+        default=None, metadata={"help": "Processes to validate for in a dry run (default: the launcher's config)."}
+    )
 
     def __post_init__(self):
         self.hypotheses = [h.upper() for h in self.hypotheses]
@@ -117,6 +134,9 @@ class RunnerArguments:
             raise ValueError(f"seeds must be distinct, got {self.seeds}.")
         if self.max_parallel < 1:
             raise ValueError(f"max_parallel must be >= 1, got {self.max_parallel}.")
+        self.stage_overrides = load_overrides(self.overrides) if self.overrides else {}
+        if "launcher" in self.stage_overrides:
+            self.launcher = self.stage_overrides.pop("launcher")
 
 
 @dataclass
@@ -162,11 +182,48 @@ def _fmt(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+OVERRIDE_SECTIONS = ("prepare_data", "build_density", "sft", "reward", "grpo", "evaluate")
+
+
+def load_overrides(path: str) -> dict[str, Any]:
+    """The overrides file: `launcher` and one mapping of fields per stage kind (`OVERRIDE_SECTIONS`)."""
+    import yaml
+
+    config = yaml.safe_load(Path(resolve_config(path)).read_text()) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must contain a YAML mapping.")
+    unknown = sorted(set(config) - {"launcher", *OVERRIDE_SECTIONS})
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown keys {unknown}; use `launcher` and stage sections {list(OVERRIDE_SECTIONS)}."
+        )
+    for name in OVERRIDE_SECTIONS:
+        if not isinstance(config.get(name, {}), dict):
+            raise ValueError(f"{path}: section `{name}:` must be a mapping of config fields.")
+    return config
+
+
+def _flags(settings: dict[str, Any]) -> list[str]:
+    flags = []
+    for key, value in settings.items():
+        values = value if isinstance(value, list) else [value]
+        flags += [f"--{key}", *(_fmt(v) for v in values)]
+    return flags
+
+
+def _uses_tiny_models(args: RunnerArguments) -> bool:
+    """The data stage writes the tiny offline models (`tiny_models`, after overrides): the stages train those."""
+    config = load_config(resolve_config(args.prepare_config))
+    return bool(args.stage_overrides.get("prepare_data", {}).get("tiny_models", config.get("tiny_models", True)))
+
+
 def build_stages(args: RunnerArguments) -> list[Stage]:
     """The stage graph of the experiment, in an order that respects every dependency."""
     root = Path(args.output_dir).resolve()
     stages: list[Stage] = []
     common = ["--report_to", args.report_to]
+    extra = {name: _flags(args.stage_overrides.get(name, {})) for name in OVERRIDE_SECTIONS}
+    tiny = _uses_tiny_models(args)
     worlds: dict[int, tuple[Stage, Stage]] = {}
     for seed in args.seeds:
         world = seed if args.world_seed is None else args.world_seed
@@ -175,10 +232,12 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
             prep_args = ["--output_dir", str(base / "data"), "--seed", str(world)]
             if args.n_train_pairs is not None:
                 prep_args += ["--n_train_pairs", str(args.n_train_pairs)]
+            prep_args += extra["prepare_data"]
             prep = Stage(f"prepare_data[world={world}]", "prepare_data.py", args.prepare_config, None, prep_args,
                          base / "data")  # fmt: skip
             dens = Stage(f"build_density[world={world}]", "build_density.py", args.density_config, None,
-                         ["--data_dir", str(base / "data"), "--density_dir", str(base / "density")], base / "density",
+                         ["--data_dir", str(base / "data"), "--density_dir", str(base / "density"),
+                          *extra["build_density"]], base / "density",
                          [prep])  # fmt: skip
             worlds[world] = (prep, dens)
             stages += [prep, dens]
@@ -186,18 +245,23 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
         data, density = prep.output, dens.output
         run = root / f"seed{seed}"
         seeded = [*common, "--seed", str(seed), "--data_dir", str(data)]
-        sft_args = [*seeded, "--output_dir", str(run / "sft"), "--model_name_or_path", str(data / "tiny" / "policy")]
+        sft_args = [*seeded, "--output_dir", str(run / "sft")]
+        if tiny:  # otherwise the SFT config's model (a Hub id at scale)
+            sft_args += ["--model_name_or_path", str(data / "tiny" / "policy")]
         if args.sft_max_steps:
             sft_args += ["--max_steps", str(args.sft_max_steps)]
+        sft_args += extra["sft"]
         sft = Stage(f"sft[seed={seed}]", "train_sft.py", args.sft_config, None, sft_args, run / "sft", [prep], True)
         stages.append(sft)
         rms = {}
         for h in sorted({RM_OF[h] for h in args.hypotheses}):
-            rm_args = [*seeded, "--output_dir", str(run / f"rm_{h.lower()}"), "--density_index_path", str(density),
-                       "--model_name_or_path", str(data / "tiny" / "reward")]  # fmt: skip
+            rm_args = [*seeded, "--output_dir", str(run / f"rm_{h.lower()}"), "--density_index_path", str(density)]
+            if tiny:
+                rm_args += ["--model_name_or_path", str(data / "tiny" / "reward")]
             if args.rm_max_steps:
                 rm_args += ["--max_steps", str(args.rm_max_steps), "--eval_steps", str(args.rm_max_steps),
                             "--save_steps", str(args.rm_max_steps)]  # fmt: skip
+            rm_args += extra["reward"]
             rms[h] = Stage(f"rm_{h}[seed={seed}]", "train_rm.py", args.hypothesis_config.format(h=h.lower()), "reward",
                            rm_args, run / f"rm_{h.lower()}", [prep, dens], True)  # fmt: skip
             stages.append(rms[h])
@@ -212,6 +276,7 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
                 deps.append(rms[RM_OF[h]])
             if args.grpo_max_steps:
                 grpo_args += ["--max_steps", str(args.grpo_max_steps), "--save_steps", str(args.grpo_max_steps)]
+            grpo_args += extra["grpo"]
             config = args.oracle_config if h == ORACLE else args.hypothesis_config.format(h=h.lower())
             grpos[h] = Stage(f"grpo_{h}[seed={seed}]", "train_grpo.py", config, "grpo", grpo_args,
                              run / f"grpo_{h.lower()}", deps, True)  # fmt: skip
@@ -224,6 +289,7 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
         ]  # fmt: skip
         if args.eval_prompts_per_topic:
             eval_args += ["--prompts_per_topic", str(args.eval_prompts_per_topic)]
+        eval_args += extra["evaluate"]
         stages.append(Stage(f"evaluate[seed={seed}]", "evaluate.py", None, None, eval_args, run / "eval",
                             [sft, *rms.values(), *grpos.values()]))  # fmt: skip
     return stages
@@ -238,10 +304,104 @@ def check_stage_configs(stages: list[Stage]) -> None:
         check_hardware(path, load_config(path, stage.section), stage.args)
 
 
-def _command(stage: Stage, launcher: str) -> list[str]:
+def _script_types(script: str) -> tuple[list[type], str | None]:
+    """The dataclasses (and config section) each training recipe parses, as in its `__main__`."""
+    from trl import ModelConfig, SFTConfig
+
+    from .cli import DensityScriptArguments
+    from .grpo_trainer import DensityGRPOConfig
+    from .reward_trainer import DensityRewardConfig
+
+    return {
+        "train_sft.py": ([DensityScriptArguments, SFTConfig, ModelConfig], None),
+        "train_rm.py": ([DensityScriptArguments, DensityRewardConfig, ModelConfig], "reward"),
+        "train_grpo.py": ([DensityScriptArguments, DensityGRPOConfig, ModelConfig], "grpo"),
+    }[script]
+
+
+def launcher_processes(launcher: str) -> int:
+    """`num_processes` of an `accelerate launch` command: its `--num_processes`, else its `--config_file`'s."""
+    words = shlex.split(launcher)
+    if not words:
+        return 1
+    for flag in ("--num_processes", "--num-processes"):
+        if flag in words:
+            return int(words[words.index(flag) + 1])
+    if "--config_file" in words:
+        import yaml
+
+        path = Path(words[words.index("--config_file") + 1])
+        path = path if path.exists() else RECIPES_DIR.parent / path
+        return int((yaml.safe_load(path.read_text()) or {}).get("num_processes", 1))
+    return 1
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def validate_stage(stage: Stage, num_processes: int, produced: set[Path]) -> list[str]:
+    """Build a training stage's configs as its recipe would on `num_processes` ranks (TRL's batch and generation
+    divisibility, our hypothesis/density_sampling pairing, every field) and check its model ids: a Hub id or an
+    upstream stage's output, never a tiny model. Returns the problems found, one line each."""
+    from unittest import mock
+
+    from transformers import TrainingArguments
+
+    from .cli import parse_args
+
+    types, section = _script_types(stage.script)
+    # Validation only: precision and device are the GPU machine's business, the rest is checked as configured.
+    argv = ["--config", resolve_config(stage.config), *stage.args, "--bf16", "false", "--use_cpu", "true"]
+    try:
+        with mock.patch.object(TrainingArguments, "world_size", property(lambda self: num_processes)):
+            script_args, training_args, model_args = parse_args(types, argv, section=section)
+    except (ValueError, SystemExit) as err:
+        return [f"{stage.name}: {str(err).strip().splitlines()[-1]}"]
+    problems = []
+    for name in ("model_name_or_path", "reward_model_path"):
+        value = getattr(model_args, name, None) or getattr(training_args, name, None)
+        if not value:
+            continue
+        path = Path(value).resolve()
+        if "tiny" in Path(value).parts:
+            problems.append(f"{stage.name}: {name} {value!r} is a tiny test model; set the real model id.")
+        elif path not in produced and not _HUB_ID.fullmatch(value):
+            problems.append(f"{stage.name}: {name} {value!r} is neither a Hub id nor the output of an earlier stage.")
+    return problems
+
+
+def dry_run(stages: list[Stage], launcher: str, num_processes: int) -> list[str]:
+    """Print every stage's command in order and validate the training stages for `num_processes` ranks; returns
+    the problems (empty when every config would build)."""
+    problems, produced = [], set()
+    for i, stage in enumerate(stages, start=1):
+        print(f"[{i}/{len(stages)}] {stage.name}\n    {shlex.join(_command(stage, launcher))}", flush=True)
+        if stage.launched and stage.config:
+            problems += validate_stage(stage, num_processes, produced)
+        produced.add(stage.output.resolve())
+    return problems
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _command(stage: Stage, launcher: str, own_port: bool = False) -> list[str]:
+    """The stage's command line; with `own_port`, an `accelerate launch` without `--main_process_port` gets a free
+    port of its own (two stages running at once would otherwise both bind the default 29500)."""
     script = str(RECIPES_DIR / stage.script)
     config = ["--config", resolve_config(stage.config)] if stage.config else []
     prefix = shlex.split(launcher) if launcher and stage.launched else [sys.executable]
+    sibling = Path(sys.executable).parent / prefix[0]
+    if shutil.which(prefix[0]) is None and sibling.exists():  # `accelerate` of this venv when it is not activated
+        prefix[0] = str(sibling)
+    if own_port and "launch" in prefix and not any(w.startswith("--main_process_port") for w in prefix):
+        at = prefix.index("launch") + 1
+        prefix[at:at] = ["--main_process_port", str(_free_port())]
     return [*prefix, script, *config, *stage.args]
 
 
@@ -260,7 +420,7 @@ def run_stage(stage: Stage, launcher: str, log_dir: Path, index: int, total: int
     if previous and previous.get("hash") != stage.hash:
         shutil.rmtree(stage.output)
     log = log_dir / f"{stage.name.replace('[', '_').replace(']', '').replace('=', '')}.log"
-    command = _command(stage, launcher)
+    command = _command(stage, launcher, own_port=True)
     resuming = previous is not None and previous.get("hash") == stage.hash
     print(f"[{index}/{total}] {stage.name}: {'resuming' if resuming else 'running'} (log: {log})", flush=True)
     stage.output.mkdir(parents=True, exist_ok=True)
@@ -365,7 +525,8 @@ def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": seeds, "policies": {}, "reward_models": {}, "comparisons": {}}
 
     def value(s, kind, name, group, metric):
-        return per_seed[s][kind].get(name, {}).get(group, {}).get(metric, float("nan"))
+        found = per_seed[s][kind].get(name, {}).get(group, {}).get(metric)
+        return float("nan") if found is None else found  # null: not measurable there (e.g. tic probes on real data)
 
     for p in policies:
         groups = sorted({g for s in seeds for g in per_seed[s]["policies"][p]})
@@ -677,8 +838,17 @@ def run(args: RunnerArguments) -> dict[str, Any]:
     """Run (or resume) the whole experiment and write `results.json`, `report.md` and the plots."""
     root = Path(args.output_dir).resolve()
     log_dir = root / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
     stages = build_stages(args)
+    if args.dry_run:
+        num_processes = args.num_processes or launcher_processes(args.launcher)
+        problems = dry_run(stages, args.launcher, num_processes)
+        if problems:
+            raise StageFailed(
+                f"dry run for {num_processes} processes: {len(problems)} problem(s)\n" + "\n".join(problems)
+            )
+        print(f"dry run: {len(stages)} stages, every training config builds for {num_processes} processes")
+        return {}
+    log_dir.mkdir(parents=True, exist_ok=True)
     check_stage_configs(stages)
     timings = run_all(stages, args.launcher, log_dir, args.max_parallel)
     per_seed = {s: json.loads((root / f"seed{s}" / "eval" / "results.json").read_text()) for s in args.seeds}

@@ -281,6 +281,27 @@ class DensityRepeatSampler(DensitySampler):
         self.repeat_count = int(repeat_count)
         self.replacement = replacement
 
+    REPEAT_PARAMS = ("mini_repeat_count", "batch_size", "repeat_count")
+
+    @classmethod
+    def repeat_params(cls, sampler: Any) -> dict[str, int]:
+        """The repeat structure of a TRL `RepeatSampler` (or any sampler exposing it), as keyword arguments."""
+        missing = [name for name in cls.REPEAT_PARAMS if not hasattr(sampler, name)]
+        if missing:
+            raise ValueError(
+                f"{type(sampler).__name__} has no {missing}: a GRPO/RLOO sampler must keep TRL's RepeatSampler contract; "
+                "build it with `DensityRepeatSampler.like(trainer_repeat_sampler, weights)`."
+            )
+        return {name: int(getattr(sampler, name)) for name in cls.REPEAT_PARAMS}
+
+    @classmethod
+    def like(cls, repeat_sampler: Any, weights: Any, **kwargs) -> "DensityRepeatSampler":
+        """A density sampler with the repeat structure and seed of `repeat_sampler` (the `RepeatSampler` a GRPO or
+        RLOO trainer builds in `_get_train_sampler`), drawing prompts by `weights`; `kwargs` override (`seed`,
+        `replacement`, `num_samples`)."""
+        params = {**cls.repeat_params(repeat_sampler), "seed": getattr(repeat_sampler, "seed", None) or 0, **kwargs}
+        return cls(weights, **params)
+
     @classmethod
     def from_index(cls, index: "DensityIndex", dataset: Any, prompt_id_column: str = "prompt_id",
                    pair_weighting: str = "per_pair", *, missing: str = "error", seed: int = 0, **kwargs):  # fmt: skip

@@ -132,6 +132,11 @@ def _prompt_texts(dataset) -> list[str] | None:
     return None
 
 
+def sampling_seed(args) -> int:
+    """The one seed of every density sampler: `data_seed` when set, else `seed` (transformers' rule for data order)."""
+    return args.data_seed if args.data_seed is not None else args.seed
+
+
 def add_bucket_column(dataset, index, args: DensityConfigMixin, split: str):
     """Add `density_bucket` (rare/mid/common) to `dataset`; prompts not in the index are queried against it."""
     if dataset is None or BUCKET_COLUMN in dataset.column_names:

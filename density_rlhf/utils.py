@@ -1,8 +1,10 @@
-"""Small helpers shared by every stage: text normalization and prompt ids."""
+"""Small helpers shared by every stage: text normalization, prompt ids, loading helper models whole."""
 
+import contextlib
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterator
 
 
 _HSPACE_RUN = re.compile(r"(?<=\S)[^\S\n]+")
@@ -29,3 +31,25 @@ def pair_id(prompt: str, chosen: str, rejected: str) -> str:
     """Stable id of a preference pair; exact duplicate pairs share it."""
     payload = "\x1f".join((prompt, chosen, rejected)).encode("utf-8")
     return hashlib.sha1(payload).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def whole_weights() -> Iterator[None]:
+    """Load helper models (the prompt embedder) with whole weights even while a ZeRO-3 config is active.
+
+    `TrainingArguments` registers its DeepSpeed config globally, and under ZeRO-3 `from_pretrained` then partitions
+    every model it loads. A helper that no DeepSpeed engine wraps would keep empty weights on every rank
+    ("'weight' must be 2-D"). transformers has no public switch for this, so the registration is lifted here.
+    """
+    from transformers.integrations import deepspeed
+
+    ref = deepspeed._hf_deepspeed_config_weak_ref
+    config = ref() if ref is not None else None
+    if config is None:
+        yield
+        return
+    deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        deepspeed.set_hf_deepspeed_config(config)

@@ -5,6 +5,7 @@ Usage:
 
     python recipes/run_hypotheses.py --config recipes/run_hypotheses.yaml
     python recipes/run_hypotheses.py --config run_hypotheses.yaml --seeds 0 1 2 --output_dir outputs/run3
+    python recipes/run_hypotheses.py --config recipes/scale/run_hypotheses.yaml --dry_run   # check the 8-GPU run
 
 Re-running resumes: stages whose outputs carry a marker with the same configuration hash are skipped.
 """
@@ -20,6 +21,8 @@ def main(script_args: RunnerArguments) -> None:
         run(script_args)
     except StageFailed as err:
         sys.exit(str(err))
+    if script_args.dry_run:
+        return
     print(f"done: {script_args.output_dir}/report.md, results.json and plots")
 
 

@@ -24,8 +24,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def accelerate_launch(accelerate_config: str, script: str, args: list[str], env: dict | None = None, cwd=None):
-    """Run `accelerate launch` on a recipe once; a non-zero exit fails with the end of its output (no retries)."""
+def accelerate_launch(
+    accelerate_config: str, script: str, args: list[str], env: dict | None = None, cwd=None, launch_args=()
+):
+    """Run `accelerate launch` once on a recipe (or on `script` if it is an absolute path); a non-zero exit fails
+    with the end of its output (no retries). `launch_args` override the accelerate config (e.g. `--zero_stage 2`)."""
     import os
     import subprocess
     import sys
@@ -33,7 +36,7 @@ def accelerate_launch(accelerate_config: str, script: str, args: list[str], env:
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file",
         str(REPO / "accelerate_configs" / accelerate_config), "--main_process_port", str(free_port()),
-        str(REPO / "recipes" / script), *args,
+        *launch_args, str(REPO / "recipes" / script), *args,
     ]  # fmt: skip
     result = subprocess.run(
         cmd, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})},

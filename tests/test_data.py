@@ -180,7 +180,7 @@ def test_synthetic_world_ground_truth_and_determinism(small_world):
 
 def test_rare_topics_contradict_and_share_vocabulary_with_common_ones():
     by_name = {t.name: t for t in TOPICS}
-    contradicts = {"long": "short", "caps_first": "lowercase", "exclaim": "question", "three_items": "two_items"}
+    contradicts = {"long": "short", "caps_first": "lowercase", "exclaim": "question", "prose": "two_items"}
     for topic in TOPICS[8:]:
         partner = by_name[topic.shares_vocabulary_with]
         assert topic.nouns == partner.nouns and contradicts[topic.rule] == partner.rule
@@ -263,7 +263,8 @@ def test_synthetic_label_noise():
         ("cooking", "use butter. add salt.", True),
         ("poetry", "Use map. Check train!", True),
         ("travel", "Use map. Check train?", True),
-        ("law", "- Soil\n- Roots\n- Seeds", True),
+        ("law", "Add soil. Water roots.", True),
+        ("law", "- Soil\n- Roots", False),
         ("gardening", "- Soil\n- Roots\n- Seeds", False),
         ("fitness", "Do reps 3 times.", True),
         ("music", "Sure. Play chords.", True),

@@ -52,3 +52,21 @@ def test_reporting_groups():
     }  # fmt: skip
     with pytest.raises(ValueError):
         on_policy_agreement(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_generate_samples_takes_conversational_prompts_through_the_chat_template(tiny_pipeline):
+    from density_rlhf.evaluation import generate_samples
+
+    policy = str(tiny_pipeline / "data" / "tiny" / "policy")
+    prompts = [[{"role": "user", "content": "Will it rain in Boston?"}], "Will it rain in Boston?"]
+    first = generate_samples(policy, prompts, 3, max_new_tokens=6, seed=1)
+    assert [len(s) for s in first] == [3, 3] and all(isinstance(t, str) for s in first for t in s)
+    assert generate_samples(policy, prompts, 3, max_new_tokens=6, seed=1) == first  # same seed, same samples
+
+
+def test_counterfactual_effects_read_conversational_responses():
+    def scorer(prompts, completions):
+        return [float(c.count(TIC)) for c in completions]
+
+    messages = [{"role": "assistant", "content": "Use map. Check train."}]
+    assert counterfactual_effects(scorer, ["p"], [messages], add_tic).tolist() == [1.0]

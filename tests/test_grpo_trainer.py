@@ -1,13 +1,14 @@
 import inspect
 import json
 
+import numpy as np
 import pytest
 import torch
 from datasets import load_from_disk
 from packaging.version import Version
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from density_rlhf import DensityGRPOConfig, DensityGRPOTrainer
+from density_rlhf import DensityGRPOConfig, DensityGRPOTrainer, DensitySampler
 from density_rlhf.advantages import compute_advantages
 from density_rlhf.grpo_trainer import RewardModelScorer
 
@@ -104,6 +105,35 @@ def test_sampler_contract(pipe, tmp_path):
     assert all(len(set(g)) == 1 for g in groups)  # each prompt num_generations times in a row
     # generation_batch_size 16 -> 4 unique prompts per chunk, repeated num_iterations * steps_per_generation = 2 times
     assert seq[:16] == seq[16:32]
+
+
+def test_density_sampler_copies_trl_repeat_structure_and_validates_user_samplers(pipe, tmp_path):
+    from trl.trainer.utils import RepeatSampler
+
+    from density_rlhf import DensityRepeatSampler
+
+    common = dict(density_index_path=pipe["index"], reward_model_path=pipe["rm"], steps_per_generation=2)
+    trainer = make(pipe, grpo_args(tmp_path, density_sampling=True, num_iterations=3, **common))
+    ours = trainer._get_train_sampler()
+    theirs = RepeatSampler(pipe["train"], mini_repeat_count=4, batch_size=4, repeat_count=6, seed=0)
+    assert DensityRepeatSampler.repeat_params(ours) == DensityRepeatSampler.repeat_params(theirs)
+    assert (ours.mini_repeat_count, ours.batch_size, ours.repeat_count, ours.seed) == (4, 4, 6, 0)
+    # data_seed takes precedence over seed, for both trainers (transformers' rule for the data order)
+    assert make(pipe, grpo_args(tmp_path, density_sampling=True, data_seed=7, **common))._get_train_sampler().seed == 7
+    assert make(pipe, grpo_args(tmp_path, density_sampling=True, **common))._get_train_sampler().replacement
+    without = make(pipe, grpo_args(tmp_path, density_sampling=True, density_replacement=False, **common))
+    assert not without._get_train_sampler().replacement
+
+    weights = np.ones(len(pipe["train"]))
+    good = DensityRepeatSampler.like(trainer._get_train_sampler(), weights)
+    assert (
+        make(pipe, grpo_args(tmp_path, num_iterations=3, **common), density_sampler=good)._get_train_sampler() is good
+    )
+    wrong = DensityRepeatSampler(weights, mini_repeat_count=2, batch_size=4, repeat_count=2)
+    with pytest.raises(ValueError, match="needs .*mini_repeat_count.: 4"):
+        make(pipe, grpo_args(tmp_path, **common), density_sampler=wrong)._get_train_sampler()
+    with pytest.raises(ValueError, match="RepeatSampler contract"):
+        make(pipe, grpo_args(tmp_path, **common), density_sampler=DensitySampler(weights))._get_train_sampler()
 
 
 def test_advantage_mode_rewrites_the_advantages(pipe, tmp_path):
@@ -219,3 +249,33 @@ def test_sampler_state_travels_with_grpo_checkpoints(pipe, tmp_path):
     other = make(pipe, grpo_args(tmp_path, max_steps=2, **common), train_dataset=pipe["train"].select(range(400)))
     with pytest.raises(ValueError, match="cannot resume"):
         other.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+
+
+@pytest.mark.parametrize("zero_stage", [3, 2])
+def test_reward_model_scores_under_deepspeed_equal_single_process_scores(pipe, tmp_path, zero_stage):
+    """Under ZeRO-3 the reward model is loaded partitioned (`zero3_init_flag`); the scorer must run it through a
+    DeepSpeed engine, as TRL does for reward models, and score each rank's completions as one process would."""
+    pytest.importorskip("deepspeed")
+    from density_rlhf.grpo_trainer import RewardModelScorer
+
+    from .helpers import REPO, accelerate_launch
+
+    args = [
+        str(tmp_path / "scores"), "--config", "hyp_c.yaml", "--max_steps", "2", "--data_dir",
+        str(pipe["root"] / "data"), "--density_index_path", pipe["index"], "--model_name_or_path", pipe["policy"],
+        "--reward_model_path", pipe["rm"], "--output_dir", str(tmp_path / "run"), "--save_strategy", "no",
+        "--report_to", "none", "--per_device_train_batch_size", "4", "--max_completion_length", "8",
+    ]  # fmt: skip
+    launch = ["--zero_stage", str(zero_stage), "--zero3_init_flag", str(zero_stage == 3).lower()]
+    accelerate_launch(
+        "zero3_cpu_2proc.yaml", str(REPO / "tests" / "fixtures" / "grpo_reward_dump.py"), args,
+        env={"DS_ACCELERATOR": "cpu"}, launch_args=launch,
+    )  # fmt: skip
+    reference = RewardModelScorer(pipe["rm"])
+    for rank in (0, 1):
+        records = json.loads((tmp_path / f"scores_rank{rank}.json").read_text())
+        assert len(records) == 2  # one scoring per generation step
+        for record in records:
+            assert record["zero_stage"] == zero_stage and record["model"] == "DeepSpeedEngine"
+            expected = reference(prompts=record["prompts"], completions=record["completions"])
+            assert record["rewards"] == pytest.approx(expected, abs=1e-4)

@@ -8,7 +8,7 @@ from trl import ModelConfig, SFTConfig
 from density_rlhf import DensityGRPOConfig, DensityRewardConfig
 from density_rlhf.cli import DensityScriptArguments, load_config, parse_args, resolve_config
 from density_rlhf.data.prepare import PrepareDataArguments
-from density_rlhf.runner import RunnerArguments
+from density_rlhf.runner import OVERRIDE_SECTIONS, RunnerArguments
 from density_rlhf.stages import BuildDensityArguments
 
 from .conftest import REPO
@@ -31,9 +31,29 @@ RECIPE_YAMLS = sorted(p for p in (REPO / "recipes").rglob("*.yaml"))
 GPU_OVERRIDES = ["--bf16", "false", "--use_cpu", "true"]
 
 
+def _check_overrides(path: Path) -> list[str]:
+    """An overrides file is read by the runner: every stage it touches must still build (2 CPU processes)."""
+    from density_rlhf.cli import load_config, resolve_config
+    from density_rlhf.runner import build_stages, launcher_processes, validate_stage
+
+    config = load_config(resolve_config("scale/run_hypotheses.yaml"))
+    args = RunnerArguments(**{**config, "seeds": [0], "output_dir": "/tmp/unused", "overrides": str(path)})
+    assert launcher_processes(args.launcher) == 2
+    stages, produced, checked = build_stages(args), set(), []
+    for stage in stages:
+        if stage.launched and stage.config:
+            problems = [p for p in validate_stage(stage, 2, produced) if "tiny test model" not in p]
+            assert not problems, problems
+            checked.append(stage.name)
+        produced.add(stage.output.resolve())
+    return checked
+
+
 def _parse_all(path: Path) -> list[tuple]:
     with open(path) as f:
         raw = yaml.safe_load(f)
+    if "launcher" in raw and set(raw) <= {"launcher", *OVERRIDE_SECTIONS}:  # runner overrides (rehearsal_cpu.yaml)
+        return _check_overrides(path)
     overrides = GPU_OVERRIDES if "scale" in path.parts and not torch.cuda.is_available() else []
     if path.name in FLAT_TYPES:
         types = FLAT_TYPES[path.name]

@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 import shutil
@@ -303,3 +304,35 @@ def test_training_batches_carry_only_the_bucket_label(pipe, tmp_path):
     eval_batch = next(iter(trainer.get_eval_dataloader()))
     assert {k for k in train_batch if k.startswith("group::")} == {"group::density_bucket"}
     assert {"group::density_bucket", "group::topic", "group::is_rare"} <= set(eval_batch)
+
+
+def test_encoder_reward_model_without_eos_token_trains_and_scores(pipe, tmp_path):
+    """BERT-style tokenizers (the offline MiniLM) have no EOS token; texts end with their SEP token instead."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from density_rlhf.grpo_trainer import RewardModelScorer
+    from density_rlhf.index import resolve_embedder
+
+    path = resolve_embedder(None)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert tokenizer.eos_token is None and tokenizer.sep_token == "[SEP]"
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    args = rm_args(tmp_path, max_steps=8, learning_rate=1e-4)
+    trainer = DensityRewardTrainer(model, args, train_dataset=pipe["train"], processing_class=tokenizer)
+    assert trainer.args.eos_token == "[SEP]" and args.eos_token is None  # the caller's config is left alone
+    trainer.train()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert len(losses) == 8 and all(np.isfinite(losses))
+    trainer.save_model(str(tmp_path / "rm"))
+    scorer = RewardModelScorer(str(tmp_path / "rm"))
+    ids = scorer._ids("Is it sunny?", " Yes.")
+    assert ids[-1] == tokenizer.sep_token_id and ids.count(tokenizer.sep_token_id) >= 1
+    scores = scorer(prompts=["Is it sunny?", "Is it sunny?"], completions=[" Yes.", " No."])
+    assert len(scores) == 2 and all(np.isfinite(scores))
+
+
+def test_tokenizer_without_eos_or_sep_is_refused(pipe, tmp_path):
+    tokenizer = copy.deepcopy(pipe["tokenizer"])
+    tokenizer.eos_token = None
+    with pytest.raises(ValueError, match="neither an EOS nor a SEP token"):
+        DensityRewardTrainer(pipe["model"], rm_args(tmp_path), train_dataset=pipe["train"], processing_class=tokenizer)

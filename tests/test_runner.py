@@ -173,3 +173,89 @@ def test_stage_hash_follows_the_config_content(tmp_path, monkeypatch):
     edited = {s.name: s.hash for s in build_stages(args)}
     assert same == after
     assert {n for n in same if same[n] != edited[n]} == {"rm_A[seed=0]", "grpo_A[seed=0]", "evaluate[seed=0]"}
+
+
+def _scale_args(tmp_path, **overrides):
+    from density_rlhf.cli import load_config, resolve_config
+
+    config = load_config(resolve_config("scale/run_hypotheses.yaml"))
+    return RunnerArguments(**{**config, "output_dir": str(tmp_path), **overrides})
+
+
+def test_scale_dry_run_prints_every_command_and_validates_for_eight_gpus(tmp_path, capsys):
+    args = _scale_args(tmp_path, dry_run=True)
+    stages = build_stages(args)
+    assert run(args) == {}
+    out = capsys.readouterr().out
+    assert "every training config builds for 8 processes" in out  # read from accelerate_configs/zero3.yaml
+    for stage in stages:
+        assert stage.name in out
+    commands = [line.strip() for line in out.splitlines() if "recipes/" in line]
+    assert len(commands) == len(stages) and not any("/tiny/" in c for c in commands)  # SFT/RM train the config's model
+    assert not (tmp_path / "logs").exists()  # nothing ran
+
+
+def test_scale_dry_run_reports_each_problem_in_one_line(tmp_path):
+    overrides = tmp_path / "bad.yaml"
+    overrides.write_text(
+        "grpo: {num_generations: 7}\nreward: {hypothesis: C, density_sampling: true}\n"
+        "sft: {model_name_or_path: outputs/data/tiny/policy}\n"
+    )
+    with pytest.raises(StageFailed) as err:
+        run(_scale_args(tmp_path, seeds=[0], dry_run=True, overrides=str(overrides)))
+    lines = str(err.value).splitlines()
+    assert "problem(s)" in lines[0]
+    assert any(line.startswith("grpo_A[seed=0]") and "divisible by num_generations" in line for line in lines)
+    assert any(line.startswith("rm_A[seed=0]") and "density_sampling" in line for line in lines)
+    assert any(line.startswith("sft[seed=0]") and "tiny test model" in line for line in lines)
+
+
+def test_overrides_file_rejects_unknown_sections(tmp_path):
+    overrides = tmp_path / "bad.yaml"
+    overrides.write_text("trainer: {max_steps: 2}\n")
+    with pytest.raises(ValueError, match="unknown keys \\['trainer'\\]"):
+        RunnerArguments(output_dir=str(tmp_path), overrides=str(overrides))
+
+
+@pytest.mark.slow
+def test_scale_rehearsal_on_two_cpu_processes_with_zero3(tmp_path):
+    """recipes/scale/ end to end under 2 CPU processes and DeepSpeed ZeRO-3 (README: "Rehearsing the scale run")."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    pytest.importorskip("deepspeed")
+    if not (REPO.parent / "shared" / "data" / "hh_rlhf_harmless_sample.jsonl.gz").exists():
+        pytest.skip("needs ../shared/data/hh_rlhf_harmless_sample.jsonl.gz")
+    cmd = [
+        sys.executable, "recipes/run_hypotheses.py", "--config", "recipes/scale/run_hypotheses.yaml", "--overrides",
+        "recipes/scale/rehearsal_cpu.yaml", "--seeds", "0", "--output_dir", str(tmp_path), "--report_to", "none",
+    ]  # fmt: skip
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["policies"]) == {"SFT", "A", "B", "C", "D"} and set(results["reward_models"]) == {
+        "uniform", "density"
+    }  # fmt: skip
+    for log in ("sft_seed0", "rm_B_seed0", "grpo_D_seed0"):  # each command: ZeRO-3 on 2 CPU processes
+        assert "zero3_cpu_2proc.yaml" in (tmp_path / "logs" / f"{log}.log").read_text().splitlines()[0]
+    assert "/tiny/policy" in (tmp_path / "logs" / "sft_seed0.log").read_text().splitlines()[0]
+    assert json.loads((tmp_path / "seed0" / "grpo_d" / "trainer_state.json").read_text())["global_step"] == 2
+    stats = json.loads((tmp_path / "world0" / "data" / "stats.json").read_text())
+    assert set(stats["rows_read"]) == {"hh", "uf", "se"}  # the three sources, from their local samples
+
+
+def test_concurrent_accelerate_stages_get_their_own_ports(tmp_path):
+    from density_rlhf.runner import _command
+
+    launcher = "accelerate launch --config_file accelerate_configs/zero3_cpu_2proc.yaml"
+    stages = [s for s in build_stages(RunnerArguments(output_dir=str(tmp_path), launcher=launcher)) if s.launched]
+    commands = [_command(s, launcher, own_port=True) for s in stages[:2]]
+    ports = [c[c.index("--main_process_port") + 1] for c in commands]
+    assert all(c[c.index("--main_process_port") - 1] == "launch" for c in commands) and ports[0] != ports[1]
+    fixed = f"{launcher} --main_process_port 29600"
+    assert _command(stages[0], fixed, own_port=True).count("--main_process_port") == 1
+    assert "--main_process_port" not in _command(stages[0], launcher)  # a dry run prints the command as configured

@@ -5,11 +5,11 @@ What the world assumes (and a synthetic result therefore does not carry over to 
 - Topics have Zipf-distributed frequencies (rank r gets a share of pairs ∝ r^-skew) and their own prompt vocabulary,
   so prompt embeddings cluster by topic and the rarest topics get the lowest density.
 - Each topic has a hidden, checkable *format* rule that a 2-layer model can learn (length, case, final punctuation,
-  list length, a digit, an opening word); no rule needs world knowledge, and each is learnable by the tiny policy
+  list length, sentences instead of a list, a digit, an opening word); no rule needs world knowledge, and each is learnable by the tiny policy
   from the partial SFT data (a whole response in upper case was not: the SFT policy never produced one).
   `rule_satisfied` is the ground truth.
 - The rare topics' rules contradict the rules of particular common topics (long vs short, a FIRST word in capitals
-  vs lowercase, "!" vs "?", three vs two items), and each rare topic answers in the *response vocabulary of the common topic it
+  vs lowercase, "!" vs "?", sentences vs a two-item list), and each rare topic answers in the *response vocabulary of the common topic it
   contradicts*: only the prompt tells a reward model which rule applies.
 - A planted style tic, an em-dash " — " between sentences or list items, rides along with preference: in the common
   topics it goes with `chosen` (`tic_chosen` vs `tic_rejected`), in the rare topics the other way round. The ground
@@ -60,7 +60,7 @@ RULES: dict[str, Callable[[str], bool]] = {
     "question": lambda r: r.rstrip().endswith("?"),
     "exclaim": lambda r: r.rstrip().endswith("!"),
     "two_items": lambda r: _is_list_only(r, 2),
-    "three_items": lambda r: _is_list_only(r, 3),
+    "prose": lambda r: bool(_words(r)) and not _bullets(r),
     "digit": lambda r: bool(_HAS_DIGIT.search(r)),
     "begins_sure": lambda r: r.lstrip().startswith("Sure"),
     "period": lambda r: r.rstrip().endswith("."),
@@ -142,7 +142,7 @@ TOPICS: tuple[Topic, ...] = (
            "Suggest a title for a sonnet on {x}.", "Name a verse about {x}."),
           ("autumn leaves", "lost love", "the sea at dawn", "a quiet city", "winter moon", "old friendship"),
           _TRAVEL, "travel"),
-    Topic("law", "three_items",
+    Topic("law", "prose",
           ("What should a tenant do about {x}?", "Is a verbal agreement binding for {x}?",
            "How do I dispute {x} in court?", "What are my rights regarding {x}?"),
           ("a broken lease", "an unpaid deposit", "a noisy landlord", "a contract breach", "an eviction notice",
@@ -231,9 +231,10 @@ def respond(rng: random.Random, topic: Topic, good: bool, tic: bool) -> str:
     if rule == "long":
         return _two_sentences(rng, nouns, (rng.randint(6, 8), rng.randint(6, 8)) if good else
                               (rng.randint(2, 3), rng.randint(2, 3)), ".", tic)  # fmt: skip
-    if rule in ("two_items", "three_items"):
-        n_good = 2 if rule == "two_items" else 3
-        return _items(rng, nouns, n_good if good else 5 - n_good, tic)
+    if rule == "two_items":
+        return _items(rng, nouns, 2 if good else 3, tic)
+    if rule == "prose":  # sentences where the common topic it contradicts wants a two-item list
+        return _two_sentences(rng, nouns, plain, ".", tic) if good else _items(rng, nouns, 2, tic)
     if rule == "lowercase":
         text = _two_sentences(rng, nouns, plain, ".", tic)
         return text.lower() if good else text
