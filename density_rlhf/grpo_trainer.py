@@ -290,7 +290,7 @@ class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
         sampler = DensityRepeatSampler.from_index(
             self.density_index, self.train_dataset, self.args.prompt_id_column, self.args.density_pair_weighting,
             missing=self.args.density_missing, seed=sampling_seed(self.args), replacement=self.args.density_replacement,
-            **expected,
+            schedule=self._density_schedule(), **expected,
         )  # fmt: skip
         return self._use_sampler(sampler)
 

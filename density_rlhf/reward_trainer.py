@@ -154,7 +154,7 @@ class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
         if sampler is None:
             sampler = DensitySampler.from_index(
                 self.density_index, self.train_dataset, self.args.prompt_id_column, self.args.density_pair_weighting,
-                missing=self.args.density_missing, seed=sampling_seed(self.args),
+                missing=self.args.density_missing, seed=sampling_seed(self.args), schedule=self._density_schedule(),
             )  # fmt: skip
         elif isinstance(sampler, DensitySampler) and len(sampler.weights) != len(self.train_dataset):
             raise ValueError(

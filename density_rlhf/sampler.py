@@ -16,6 +16,7 @@ from torch.utils.data import Sampler
 
 if TYPE_CHECKING:
     from .index import DensityIndex
+    from .schedule import AlphaSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -89,22 +90,32 @@ def map_prompt_weights(
             f"(e.g. {examples}). Rebuild the index on this dataset, or pass missing='uniform' to give them the mean "
             "prompt weight."
         )
-    row_weights = np.where(found, index_weights[np.maximum(prompt_index, 0)], index_weights.mean())
-    if pair_weighting == "per_prompt":
-        counts = np.bincount(prompt_index[found], minlength=len(index_weights))
-        row_weights[found] /= counts[prompt_index[found]]
+    row_weights = rows_from_prompt_weights(index_weights, prompt_index, pair_weighting)
     if n_missing:
         logger.warning("%d rows have no prompt id in the density index; they get the mean prompt weight", n_missing)
     return row_weights, prompt_index
+
+
+def rows_from_prompt_weights(prompt_weights: np.ndarray, prompt_index: np.ndarray, pair_weighting: str) -> np.ndarray:
+    """Per-row weights from per-prompt weights (`prompt_index[i] = -1`: the mean prompt weight), see
+    `map_prompt_weights`."""
+    found = prompt_index >= 0
+    row_weights = np.where(found, prompt_weights[np.maximum(prompt_index, 0)], prompt_weights.mean())
+    if pair_weighting == "per_prompt":
+        counts = np.bincount(prompt_index[found], minlength=len(prompt_weights))
+        row_weights[found] /= counts[prompt_index[found]]
+    return row_weights
 
 
 class DensitySampler(Sampler[int]):
     """Draws `num_samples` row indices per epoch, with replacement, with probability ∝ `weights`.
 
     Args:
-        weights: one non-negative weight per dataset row (normalized internally).
+        weights: one non-negative weight per dataset row (normalized internally), or a
+            [`~density_rlhf.schedule.ScheduledWeights`] whose weights change per epoch (an alpha schedule) and with
+            `update()` (a training signal).
         num_samples: draws per epoch; defaults to the number of rows.
-        seed: the draw of epoch e is a pure function of `(seed, e)`.
+        seed: the draw of epoch e is a pure function of `(seed, e)` (and of the schedule's state).
 
     Example:
     ```python
@@ -114,7 +125,12 @@ class DensitySampler(Sampler[int]):
     """
 
     def __init__(self, weights: Any, num_samples: int | None = None, seed: int = 0, *, log_summary: bool = True):
-        self.weights = validate_weights(weights)
+        from .schedule import ScheduledWeights
+
+        self.scheduled = weights if isinstance(weights, ScheduledWeights) else None
+        # the signal the current epoch was drawn with (updates wait for the next epoch)
+        self._epoch_signal = self.scheduled.signal.copy() if self.scheduled else None
+        self.weights = validate_weights(self.scheduled.weights(0) if self.scheduled else weights)
         self.num_samples = len(self.weights) if num_samples is None else int(num_samples)
         if self.num_samples <= 0:
             raise ValueError(f"num_samples must be positive, got {num_samples}.")
@@ -138,12 +154,21 @@ class DensitySampler(Sampler[int]):
         missing: str = "error",
         num_samples: int | None = None,
         seed: int = 0,
+        schedule: "AlphaSchedule | None" = None,
     ) -> "DensitySampler":
-        """Sampler over `dataset` rows weighted by their prompt's weight in `index` (see `map_prompt_weights`)."""
+        """Sampler over `dataset` rows weighted by their prompt's weight in `index` (see `map_prompt_weights`); with
+        a `schedule`, by density^-alpha(epoch) with the index's clipping and mixing (`ScheduledWeights`)."""
+        from .schedule import ScheduledWeights
+
         row_ids = _prompt_id_column(dataset, prompt_id_column)
         weights, prompt_index = map_prompt_weights(
             row_ids, index.prompt_ids, index.weights, pair_weighting=pair_weighting, missing=missing
         )
+        if schedule is not None:
+            weights = ScheduledWeights(
+                index.log_density, prompt_index, schedule, max_weight_ratio=index.metadata.get("max_weight_ratio"),
+                uniform_mix=index.metadata.get("uniform_mix", 0.0), pair_weighting=pair_weighting,
+            )  # fmt: skip
         sampler = cls(weights, num_samples=num_samples, seed=seed, log_summary=False)
         sampler.num_missing = int((prompt_index < 0).sum())
         names = tuple(sorted(set(index.buckets)))
@@ -170,6 +195,7 @@ class DensitySampler(Sampler[int]):
             "rows": n, "rows_assigned": n - self.num_missing, "min_weight": float(w.min()),
             "max_weight": float(w.max()), "ratio": float(w.max() / w.min()) if w.min() > 0 else float("inf"),
             "ess": float(1.0 / np.square(w).sum()),
+            **({"alpha": self.scheduled.schedule(self.epoch)} if self.scheduled else {}),
             **({f"clip_{k}": v for k, v in self.clip_stats.items()} if self.clip_stats else {}),
         }  # fmt: skip
 
@@ -189,6 +215,19 @@ class DensitySampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        if self.scheduled is not None:
+            self._epoch_signal = self.scheduled.signal.copy()
+            self.weights = validate_weights(self.scheduled.weights(self.epoch, self._epoch_signal))
+            logger.info("density sampler epoch %d: alpha %.3g, ESS %.1f", self.epoch,
+                        self.scheduled.schedule(self.epoch), 1.0 / np.square(self.weights).sum())  # fmt: skip
+
+    def update(self, rows: Any, values: Any) -> None:
+        """Re-weight `rows` by `values` (a training signal, e.g. per-prompt reward variance) on top of density, from
+        the next epoch on (verl's curriculum-sampler `update`, by row). Needs `ScheduledWeights`."""
+        if self.scheduled is None:
+            raise ValueError("update() needs a sampler built on ScheduledWeights (density_alpha_schedule or "
+                             "`DensitySampler(ScheduledWeights(...))`); fixed weights cannot change.")  # fmt: skip
+        self.scheduled.update(rows, values)
 
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch])
@@ -202,20 +241,35 @@ class DensitySampler(Sampler[int]):
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serializable state: with it a resumed run replays the identical order."""
-        return {
+        state = {
             "seed": self.seed, "epoch": self.epoch, "num_samples": self.num_samples, "num_rows": len(self.weights),
-            "weights_sha256": _weights_fingerprint(self.weights),
+            "weights_sha256": self._fingerprint(),
         }  # fmt: skip
+        if self.scheduled is not None:  # training signals, sparse (rows whose factor is not 1): pending and in use
+            for key, signal in (("signal", self.scheduled.signal), ("epoch_signal", self._epoch_signal)):
+                changed = np.flatnonzero(signal != 1.0)
+                state[key] = {"rows": changed.tolist(), "values": signal[changed].tolist()}
+        return state
+
+    def _fingerprint(self) -> str:
+        return self.scheduled.fingerprint() if self.scheduled is not None else _weights_fingerprint(self.weights)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `seed` and `epoch`; `ValueError` if the state belongs to another dataset or weighting."""
-        if state["num_rows"] != len(self.weights) or state["weights_sha256"] != _weights_fingerprint(self.weights):
+        if state["num_rows"] != len(self.weights) or state["weights_sha256"] != self._fingerprint():
             raise ValueError(
                 f"sampler state was saved for {state['num_rows']} rows with weights {state['weights_sha256']}, but this "
-                f"sampler has {len(self.weights)} rows with weights {_weights_fingerprint(self.weights)}: the dataset or "
-                "the density index changed since the checkpoint."
+                f"sampler has {len(self.weights)} rows with weights {self._fingerprint()}: the dataset, the density "
+                "index or the schedule changed since the checkpoint."
             )
-        self.seed, self.epoch, self.num_samples = int(state["seed"]), int(state["epoch"]), int(state["num_samples"])
+        self.seed, self.num_samples, self.epoch = int(state["seed"]), int(state["num_samples"]), int(state["epoch"])
+        if self.scheduled is not None:  # redraw this epoch with the signal it started with; keep the pending one
+            empty = {"rows": [], "values": []}
+            self.scheduled.signal[:] = 1.0
+            self.scheduled.update(**state.get("epoch_signal", empty))
+            self.set_epoch(self.epoch)
+            self.scheduled.signal[:] = 1.0
+            self.scheduled.update(**state.get("signal", empty))
 
 
 def _prompt_id_column(dataset: Any, column: str):
@@ -307,9 +361,11 @@ class DensityRepeatSampler(DensitySampler):
                    pair_weighting: str = "per_pair", *, missing: str = "error", seed: int = 0, **kwargs):  # fmt: skip
         base = DensitySampler.from_index(
             index, dataset, prompt_id_column, pair_weighting, missing=missing, seed=seed,
-            num_samples=kwargs.pop("num_samples", None),
+            num_samples=kwargs.pop("num_samples", None), schedule=kwargs.pop("schedule", None),
         )  # fmt: skip
-        sampler = cls(base.weights, seed=seed, num_samples=base.num_samples, log_summary=False, **kwargs)
+        sampler = cls(
+            base.scheduled or base.weights, seed=seed, num_samples=base.num_samples, log_summary=False, **kwargs
+        )
         sampler.num_missing = base.num_missing
         sampler._bucket_codes, sampler._bucket_names = base._bucket_codes, base._bucket_names
         sampler.clip_stats = base.clip_stats

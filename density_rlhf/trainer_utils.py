@@ -12,6 +12,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from .index import BUCKETS
 from .sampler import MISSING_POLICIES, PAIR_WEIGHTINGS
+from .schedule import SCHEDULES, AlphaSchedule
 
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,15 @@ class DensityConfigMixin:
         record_seen_ids (`bool`, *optional*, defaults to `False`):
             Write the `id` of every training row each rank saw to `<output_dir>/seen_ids_rank<k>.json`, in order
             (an audit of what the sampler fed each process).
+        density_alpha_schedule (`str`, *optional*, defaults to `"constant"`):
+            `constant` samples by the index's alpha throughout; `linear` or `cosine` move alpha per epoch from
+            `density_alpha_start` to the index's alpha (or `density_alpha`) over `density_schedule_epochs` epochs,
+            with the index's clipping and mixing at every epoch (`density_rlhf.schedule`). Resumable; logged as
+            `density/alpha`.
+        density_alpha_start (`float`, *optional*, defaults to `0.0`):
+            alpha of the first epoch of a `linear` or `cosine` schedule (0 = uniform).
+        density_schedule_epochs (`int`, *optional*, defaults to `1`):
+            Epochs a `linear` or `cosine` schedule spans.
     """
 
     hypothesis: str | None = field(default=None, metadata={"help": "Experiment label (A, B, C or D) for the card."})
@@ -76,6 +86,10 @@ class DensityConfigMixin:
         metadata={"help": "Write the `id` of every training row each rank saw to <output_dir>/seen_ids_rank<k>.json."},
     )
 
+    density_alpha_schedule: str = field(default="constant", metadata={"help": f"alpha schedule: one of {SCHEDULES}."})
+    density_alpha_start: float = field(default=0.0, metadata={"help": "alpha at the first epoch of a schedule."})
+    density_schedule_epochs: int = field(default=1, metadata={"help": "Epochs a linear/cosine alpha schedule spans."})
+
     # Hypotheses whose weighting applies to this config's trainer (set by each config class).
     _density_hypotheses: ClassVar[tuple[str, ...]] = ()
 
@@ -95,6 +109,24 @@ class DensityConfigMixin:
             )
         if self.density_missing not in MISSING_POLICIES:
             raise ValueError(f"density_missing must be one of {MISSING_POLICIES}, got {self.density_missing!r}.")
+        if self.density_alpha_schedule not in SCHEDULES:
+            raise ValueError(
+                f"density_alpha_schedule must be one of {SCHEDULES}, got {self.density_alpha_schedule!r}."
+            )
+        if self.density_alpha_schedule == "constant" and (
+            self.density_alpha_start != 0.0 or self.density_schedule_epochs != 1
+        ):
+            raise ValueError(
+                "density_alpha_start and density_schedule_epochs apply to a schedule: set density_alpha_schedule to "
+                "`linear` or `cosine`, or remove them."
+            )
+        if self.density_alpha_schedule != "constant" and not self.density_sampling:
+            raise ValueError(
+                f"density_alpha_schedule={self.density_alpha_schedule!r} changes sampling weights; it needs "
+                "density_sampling: true."
+            )
+        if self.density_alpha_start < 0 or self.density_schedule_epochs < 1:
+            raise ValueError("density_alpha_start must be >= 0 and density_schedule_epochs >= 1.")
         if self.density_alpha is not None and self.density_alpha < 0:
             raise ValueError(f"density_alpha must be >= 0, got {self.density_alpha}.")
         if self.density_bucket_quantiles is not None and len(self.density_bucket_quantiles) != 2:
@@ -279,7 +311,6 @@ class DensityTrainerMixin:
         require_density_source(args, self.density_index, density_sampler)
         self._user_sampler = density_sampler
         self._active_sampler = None
-        self._sampler_stats: dict[str, float] = {}  # logged as density/* training metrics
         self._resume_checkpoint: str | None = None
         return args
 
@@ -287,13 +318,24 @@ class DensityTrainerMixin:
         """Restore the sampler's state from the checkpoint being resumed (if any) and remember it for saving."""
         load_sampler_state(sampler, self._resume_checkpoint)
         self._active_sampler = sampler
-        summary = sampler.summary() if hasattr(sampler, "summary") else {}
-        self._sampler_stats = {
-            f"density/{key}": summary[key]
-            for key in ("ess", "clip_mass_moved", "clip_clipped_fraction")
-            if key in summary
-        }
         return sampler
+
+    @property
+    def _sampler_stats(self) -> dict[str, float]:
+        """density/* training metrics of the active sampler, at its current epoch (a schedule moves them)."""
+        sampler = getattr(self, "_active_sampler", None)
+        summary = sampler.summary() if hasattr(sampler, "summary") else {}
+        keys = ("ess", "alpha", "clip_mass_moved", "clip_clipped_fraction")
+        return {f"density/{key}": summary[key] for key in keys if key in summary}
+
+    def _density_schedule(self) -> AlphaSchedule | None:
+        """The alpha schedule of the config, ending at the index's alpha; `None` for `constant`."""
+        if self.args.density_alpha_schedule == "constant":
+            return None
+        return AlphaSchedule(
+            self.args.density_alpha_schedule, self.args.density_alpha_start, self.density_index.metadata["alpha"],
+            self.args.density_schedule_epochs,
+        )  # fmt: skip
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
         checkpoint = resume_from_checkpoint
