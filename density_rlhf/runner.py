@@ -217,8 +217,27 @@ def _uses_tiny_models(args: RunnerArguments) -> bool:
     return bool(args.stage_overrides.get("prepare_data", {}).get("tiny_models", config.get("tiny_models", True)))
 
 
+def check_shared_reward_models(args: RunnerArguments) -> None:
+    """C reuses A's reward model and D reuses B's: their `reward:` sections must configure the same training (up to
+    `hypothesis` and `output_dir`), or the runner would silently ignore C's or D's."""
+    for h in args.hypotheses:
+        if RM_OF[h] == h:
+            continue
+        own, shared = (
+            load_config(resolve_config(args.hypothesis_config.format(h=x.lower())), "reward") for x in (h, RM_OF[h])
+        )
+        differ = sorted(k for k in set(own) | set(shared) if k not in ("hypothesis", "output_dir")
+                        and own.get(k) != shared.get(k))  # fmt: skip
+        if differ:
+            raise ValueError(
+                f"hypothesis {h} reuses {RM_OF[h]}'s reward model, but the `reward:` sections differ in {differ}; make "
+                f"them equal, or train {h}'s reward model by hand with recipes/train_rm.py."
+            )
+
+
 def build_stages(args: RunnerArguments) -> list[Stage]:
     """The stage graph of the experiment, in an order that respects every dependency."""
+    check_shared_reward_models(args)
     root = Path(args.output_dir).resolve()
     stages: list[Stage] = []
     common = ["--report_to", args.report_to]

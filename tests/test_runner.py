@@ -259,3 +259,19 @@ def test_concurrent_accelerate_stages_get_their_own_ports(tmp_path):
     fixed = f"{launcher} --main_process_port 29600"
     assert _command(stages[0], fixed, own_port=True).count("--main_process_port") == 1
     assert "--main_process_port" not in _command(stages[0], launcher)  # a dry run prints the command as configured
+
+
+def test_a_reward_section_the_runner_would_ignore_is_refused(tmp_path):
+    from density_rlhf.cli import RECIPES_DIR
+
+    for h in "abcd":
+        text = (RECIPES_DIR / f"hyp_{h}.yaml").read_text()
+        if h == "c":
+            text = text.replace("learning_rate: ", "learning_rate: 7.0e-4  # was ", 1)
+        (tmp_path / f"hyp_{h}.yaml").write_text(text)
+    pattern = str(tmp_path / "hyp_{h}.yaml")
+    with pytest.raises(
+        ValueError, match=r"C reuses A's reward model, but the `reward:` sections differ in \['learning_rate'\]"
+    ):
+        build_stages(RunnerArguments(output_dir=str(tmp_path / "run"), hypothesis_config=pattern))
+    build_stages(RunnerArguments(output_dir=str(tmp_path / "run"), hypothesis_config=pattern, hypotheses=["A", "B"]))
