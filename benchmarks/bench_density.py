@@ -97,16 +97,6 @@ def bench_knn(sizes, k=10):
         )
 
 
-def _knn_of_rows(index, x: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """k nearest neighbours of the points `rows` of `x` (all of them indexed), without the point itself."""
-    d2, idx = index.search(x[rows], k + 1)
-    is_self = idx == rows[:, None]
-    is_self[~is_self.any(axis=1), -1] = True
-    is_self[np.cumsum(is_self, axis=1) > 1] = False
-    keep = ~is_self
-    return np.sqrt(np.maximum(d2[keep].reshape(len(rows), k), 0.0)).astype(np.float64), idx[keep].reshape(-1, k)
-
-
 def _approx_index(x: np.ndarray, spec: str):
     """`kind[:nlist=..][:nprobe=..][:niter=..][:per_list=..]`: `ivf` (the library's IVF-Flat), `ivf_flat` (IVF-Flat
     with these k-means settings), `ivf_hnsw` (IVF-Flat with an HNSW coarse quantizer), `ivf_sq8` (8-bit
@@ -148,7 +138,7 @@ def bench_approx(sizes, k=10, variants=("ivf",), sample_queries=2000, full_exact
     that sample; the approximate index is always built and searched for all N points."""
     from scipy.stats import spearmanr
 
-    from density_rlhf.index import density_weights, knn_search, log_density, make_faiss_index
+    from density_rlhf.index import density_weights, drop_self_matches, knn_search, log_density, make_faiss_index
 
     for n in sizes:
         x = clustered_embeddings(n, seed=1)
@@ -159,7 +149,10 @@ def bench_approx(sizes, k=10, variants=("ivf",), sample_queries=2000, full_exact
         with timed(r, "flat"):
             flat = make_faiss_index(x, index_type="flat")
         with timed(r, "exact"):
-            d_exact, i_exact = _knn_of_rows(flat, x, rows, k) if len(rows) < n else knn_search(flat, x, k)
+            if len(rows) < n:
+                d_exact, i_exact = drop_self_matches(*flat.search(x[rows], k + 1), rows)
+            else:
+                d_exact, i_exact = knn_search(flat, x, k)
         del flat
         exact_time = r["flat"] + r["exact"] * n / len(rows)  # only the search scales with the queries
         how = "measured" if len(rows) == n else f"estimated from {len(rows)} queries"

@@ -150,13 +150,20 @@ def knn_search(index, embeddings: np.ndarray, k: int, batch_size: int = 16384) -
         exact.add(embeddings)
         d2[short], idx[short] = exact.search(embeddings[short], k + 1)
         logger.info("%d rows had too few approximate neighbours and were searched exactly", short.size)
-    # Drop the self-match; where the search did not return it (ties, approximate index), drop the farthest hit.
-    is_self = idx == np.arange(n)[:, None]
+    return drop_self_matches(d2, idx, np.arange(n))
+
+
+def drop_self_matches(d2: np.ndarray, idx: np.ndarray, self_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From a (q, k + 1) search of indexed points `self_ids`, the k neighbours other than the point itself, as
+    Euclidean distances and indices; where the search did not return the point (ties, approximate index), the farthest
+    hit goes instead."""
+    q, k = idx.shape[0], idx.shape[1] - 1
+    is_self = idx == np.asarray(self_ids)[:, None]
     is_self[~is_self.any(axis=1), -1] = True
     is_self[np.cumsum(is_self, axis=1) > 1] = False  # a row may only lose one entry
     keep = ~is_self
-    distances = np.sqrt(np.maximum(d2[keep].reshape(n, k), 0.0))
-    return distances.astype(np.float64), idx[keep].reshape(n, k)
+    distances = np.sqrt(np.maximum(d2[keep].reshape(q, k), 0.0))
+    return distances.astype(np.float64), idx[keep].reshape(q, k)
 
 
 def find_duplicates(index, embeddings: np.ndarray, tolerance: float, batch_size: int = 16384) -> np.ndarray:

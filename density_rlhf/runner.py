@@ -401,7 +401,8 @@ def dry_run(stages: list[Stage], launcher: str, num_processes: int) -> list[str]
     return problems
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on this machine now (for `accelerate launch --main_process_port`)."""
     import socket
 
     with socket.socket() as sock:
@@ -420,7 +421,7 @@ def _command(stage: Stage, launcher: str, own_port: bool = False) -> list[str]:
         prefix[0] = str(sibling)
     if own_port and "launch" in prefix and not any(w.startswith("--main_process_port") for w in prefix):
         at = prefix.index("launch") + 1
-        prefix[at:at] = ["--main_process_port", str(_free_port())]
+        prefix[at:at] = ["--main_process_port", str(free_port())]
     return [*prefix, script, *config, *stage.args]
 
 

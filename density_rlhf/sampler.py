@@ -245,10 +245,9 @@ class DensitySampler(Sampler[int]):
             "seed": self.seed, "epoch": self.epoch, "num_samples": self.num_samples, "num_rows": len(self.weights),
             "weights_sha256": self._fingerprint(),
         }  # fmt: skip
-        if self.scheduled is not None:  # training signals, sparse (rows whose factor is not 1): pending and in use
-            for key, signal in (("signal", self.scheduled.signal), ("epoch_signal", self._epoch_signal)):
-                changed = np.flatnonzero(signal != 1.0)
-                state[key] = {"rows": changed.tolist(), "values": signal[changed].tolist()}
+        if self.scheduled is not None:  # the training signal pending for the next epoch, and the one in use
+            state["signal"] = self.scheduled.sparse_signal(self.scheduled.signal)
+            state["epoch_signal"] = self.scheduled.sparse_signal(self._epoch_signal)
         return state
 
     def _fingerprint(self) -> str:
@@ -264,12 +263,9 @@ class DensitySampler(Sampler[int]):
             )
         self.seed, self.num_samples, self.epoch = int(state["seed"]), int(state["num_samples"]), int(state["epoch"])
         if self.scheduled is not None:  # redraw this epoch with the signal it started with; keep the pending one
-            empty = {"rows": [], "values": []}
-            self.scheduled.signal[:] = 1.0
-            self.scheduled.update(**state.get("epoch_signal", empty))
-            self.set_epoch(self.epoch)
-            self.scheduled.signal[:] = 1.0
-            self.scheduled.update(**state.get("signal", empty))
+            self._epoch_signal = self.scheduled.dense_signal(state.get("epoch_signal"))
+            self.scheduled.signal = self.scheduled.dense_signal(state.get("signal"))
+            self.weights = validate_weights(self.scheduled.weights(self.epoch, self._epoch_signal))
 
 
 def _prompt_id_column(dataset: Any, column: str):

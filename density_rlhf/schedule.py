@@ -112,6 +112,24 @@ class ScheduledWeights:
 
     def update(self, rows: Any, values: Any) -> None:
         """Multiply the weights of `rows` by `values` (>= 0, finite) from the next epoch on; 1 leaves a row as is."""
+        rows, values = self._checked(rows, values)
+        self.signal[rows] = values
+
+    def dense_signal(self, sparse: dict[str, list] | None) -> np.ndarray:
+        """A signal from its sparse form (`sparse_signal`), checked like `update`; `None` is all ones."""
+        signal = np.ones(len(self))
+        if sparse:
+            rows, values = self._checked(sparse["rows"], sparse["values"])
+            signal[rows] = values
+        return signal
+
+    @staticmethod
+    def sparse_signal(signal: np.ndarray) -> dict[str, list]:
+        """The rows whose factor is not 1, and their factors (JSON for the sampler state)."""
+        changed = np.flatnonzero(signal != 1.0)
+        return {"rows": changed.tolist(), "values": signal[changed].tolist()}
+
+    def _checked(self, rows: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
         rows = np.asarray(rows, dtype=np.int64)
         values = np.asarray(values, dtype=np.float64)
         if rows.shape != values.shape:
@@ -120,7 +138,7 @@ class ScheduledWeights:
             raise ValueError(f"update rows must lie in [0, {len(self)}).")
         if not (np.isfinite(values).all() and (values >= 0).all()):
             raise ValueError("update values must be finite and >= 0 (they multiply sampling weights).")
-        self.signal[rows] = values
+        return rows, values
 
     def fingerprint(self) -> str:
         """Identity of the data and index (not of the epoch or the signal), for checkpoint checks."""

@@ -322,11 +322,18 @@ class DensityTrainerMixin:
 
     @property
     def _sampler_stats(self) -> dict[str, float]:
-        """density/* training metrics of the active sampler, at its current epoch (a schedule moves them)."""
+        """density/* training metrics of the active sampler at its current epoch (a schedule moves them); computed
+        once per epoch, not at every logging step."""
         sampler = getattr(self, "_active_sampler", None)
-        summary = sampler.summary() if hasattr(sampler, "summary") else {}
-        keys = ("ess", "alpha", "clip_mass_moved", "clip_clipped_fraction")
-        return {f"density/{key}": summary[key] for key in keys if key in summary}
+        if not hasattr(sampler, "summary"):
+            return {}
+        key = (id(sampler), getattr(sampler, "epoch", 0))
+        if getattr(self, "_sampler_stats_key", None) != key:
+            summary = sampler.summary()
+            names = ("ess", "alpha", "clip_mass_moved", "clip_clipped_fraction")
+            self._sampler_stats_cache = {f"density/{n}": summary[n] for n in names if n in summary}
+            self._sampler_stats_key = key
+        return self._sampler_stats_cache
 
     def _density_schedule(self) -> AlphaSchedule | None:
         """The alpha schedule of the config, ending at the index's alpha; `None` for `constant`."""

@@ -16,14 +16,6 @@ def load_recipe(name: str):
     return module
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def accelerate_launch(
     accelerate_config: str, script: str, args: list[str], env: dict | None = None, cwd=None, launch_args=()
 ):
@@ -32,6 +24,8 @@ def accelerate_launch(
     import os
     import subprocess
     import sys
+
+    from density_rlhf.runner import free_port
 
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file",
