@@ -82,7 +82,7 @@ def clustered_embeddings(n: int, d: int = 384, n_clusters: int | None = None, se
 def bench_knn(sizes, k=10):
     from sklearn.neighbors import NearestNeighbors
 
-    from density_rlhf.index import knn_search, make_faiss_index
+    from density_rlhf.knn import knn_search, make_faiss_index
 
     for n in sizes:
         x = clustered_embeddings(n)
@@ -103,7 +103,7 @@ def _approx_index(x: np.ndarray, spec: str):
     scalar-quantized lists), `hnsw`."""
     import faiss
 
-    from density_rlhf.index import make_faiss_index
+    from density_rlhf.knn import make_faiss_index
 
     kind, *opts = spec.split(":")
     opts = {key: int(value) for key, value in (o.split("=") for o in opts)}
@@ -138,7 +138,8 @@ def bench_approx(sizes, k=10, variants=("ivf",), sample_queries=2000, full_exact
     that sample; the approximate index is always built and searched for all N points."""
     from scipy.stats import spearmanr
 
-    from density_rlhf.index import density_weights, drop_self_matches, knn_search, log_density, make_faiss_index
+    from density_rlhf.estimators import density_weights, log_density
+    from density_rlhf.knn import drop_self_matches, knn_search, make_faiss_index
 
     for n in sizes:
         x = clustered_embeddings(n, seed=1)
@@ -207,8 +208,8 @@ def bench_mapping(n_pairs: int, n_prompts: int = 1_000_000, loop_rows: int = 3_0
 def bench_embedding(n_prompts: int = 2000, repeats: int = 5):
     from sentence_transformers import SentenceTransformer
 
-    from density_rlhf.data import make_synthetic_world
-    from density_rlhf.index import embed_prompts, resolve_embedder
+    from density_rlhf.embedding import embed_prompts, resolve_embedder
+    from density_rlhf.experiment.world import make_synthetic_world
 
     world = make_synthetic_world(0, n_train_pairs=max(n_prompts, 600))
     prompts = (list(world["train"]["prompt"]) + list(world["train"]["chosen"]))[:n_prompts]

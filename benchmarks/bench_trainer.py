@@ -37,9 +37,10 @@ from density_rlhf import (
     DensityRewardTrainer,
     DensitySampler,
 )
-from density_rlhf.data.prepare import PrepareDataArguments, prepare_data
-from density_rlhf.grpo_trainer import GroundTruthReward, RewardModelScorer
-from density_rlhf.stages import BuildDensityArguments, build_density
+from density_rlhf.experiment.prepare import PrepareDataArguments, prepare_data
+from density_rlhf.experiment.stages import BuildDensityArguments, build_density
+from density_rlhf.experiment.world import GroundTruthReward
+from density_rlhf.reward_model import RewardModelScorer
 
 
 COMMON = dict(use_cpu=True, bf16=False, report_to=[], save_strategy="no", seed=0, disable_tqdm=True)

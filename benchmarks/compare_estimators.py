@@ -17,10 +17,11 @@ import numpy as np
 from scipy.stats import rankdata
 
 from density_rlhf import DensityIndex
-from density_rlhf.data import make_synthetic_world, prompt_table
+from density_rlhf.data import prompt_table
 from density_rlhf.data.sources import hh_turns, split_hh_transcript
+from density_rlhf.embedding import embed_prompts
 from density_rlhf.estimators import DEFAULT_MAX_WEIGHT_RATIO, ESTIMATORS
-from density_rlhf.index import embed_prompts
+from density_rlhf.experiment.world import make_synthetic_world
 
 
 HH = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hh_rlhf_harmless_sample.jsonl.gz"

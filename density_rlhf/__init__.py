@@ -20,9 +20,14 @@ _LAZY = {
     "DensityGRPOTrainer": "density_rlhf.grpo_trainer",
     "DensityRewardConfig": "density_rlhf.reward_trainer",
     "DensityRewardTrainer": "density_rlhf.reward_trainer",
+    "DensitySamplingMixin": "density_rlhf.mixin",
+    "with_density_sampling": "density_rlhf.mixin",
+    "density_config": "density_rlhf.config",
+    "DensityConfigMixin": "density_rlhf.config",
 }
 
 __all__ = [
+    "DensityConfigMixin",
     "DensityGRPOConfig",
     "DensityGRPOTrainer",
     "DensityIndex",
@@ -30,14 +35,19 @@ __all__ = [
     "DensityRewardConfig",
     "DensityRewardTrainer",
     "DensitySampler",
+    "DensitySamplingMixin",
     "__version__",
+    "density_config",
     "normalize_text",
     "prompt_id",
+    "with_density_sampling",
 ]
 
 if TYPE_CHECKING:
+    from .config import DensityConfigMixin, density_config
     from .grpo_trainer import DensityGRPOConfig, DensityGRPOTrainer
     from .index import DensityIndex
+    from .mixin import DensitySamplingMixin, with_density_sampling
     from .reward_trainer import DensityRewardConfig, DensityRewardTrainer
     from .sampler import DensityRepeatSampler, DensitySampler
 

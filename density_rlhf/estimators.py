@@ -162,3 +162,19 @@ def effective_sample_size(weights: np.ndarray) -> float:
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
     return float(1.0 / np.square(w).sum())
+
+
+BUCKETS = ("rare", "mid", "common")
+
+
+def bucket_thresholds(log_p: np.ndarray, quantiles: tuple[float, float] = (0.2, 0.8)) -> tuple[float, float]:
+    """Log-density cut points: `rare` at or below the lower quantile, `common` above the upper one."""
+    lo, hi = np.quantile(log_p, quantiles)
+    return float(lo), float(hi)
+
+
+def assign_buckets(log_p: np.ndarray, thresholds: tuple[float, float]) -> list[str]:
+    """`rare` / `mid` / `common` by the log-density `thresholds` of `bucket_thresholds`."""
+    lo, hi = thresholds
+    codes = np.where(log_p <= lo, 0, np.where(log_p > hi, 2, 1))
+    return [BUCKETS[c] for c in codes]

@@ -12,20 +12,15 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import nanstd
 
 from .advantages import ADVANTAGE_MODES, compute_advantages, softmax_weights, weight_statistics
+from .config import DensityConfigMixin
+from .groups import BUCKET_COLUMN, add_bucket_column
 from .index import BUCKETS
-from .sampler import DensityRepeatSampler
-from .trainer_utils import (
-    BUCKET_COLUMN,
-    DensityConfigMixin,
-    DensityTrainerMixin,
-    add_bucket_column,
-    sampling_seed,
-)
+from .mixin import DensitySamplingMixin, load_density_index
+from .reward_model import RewardModelScorer, completion_text
 
 
 logger = logging.getLogger(__name__)
 
-GROUND_TRUTH_MODES = ("log", "reward", "off")
 _SFT_KEYS = ("sft_input_ids", "sft_attention_mask", "sft_labels")
 
 
@@ -49,10 +44,6 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
         reward_model_path (`str` or `None`, *optional*):
             Trained reward model (a sequence classifier with one label), added to the reward functions. It scores
             `prompt + completion + eos`, exactly the text `RewardTrainer` trained it on.
-        ground_truth_reward (`str`, *optional*, defaults to `"off"`):
-            The synthetic world's rule checker, opt-in (its recipes set it): `log` adds it as a reward function with
-            weight 0 (logged, not optimized), `reward` optimizes it (the oracle arm O), `off` leaves it out. Needs the
-            world's `topic` column.
         density_replacement (`bool`, *optional*, defaults to `True`):
             Draw each generation batch's prompts with replacement (by weight), or as a weighted permutation without
             replacement (with uniform weights exactly TRL's first-epoch order).
@@ -65,9 +56,6 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
     sft_coef: float = field(default=0.0, metadata={"help": "Weight lambda of the NLL(chosen | prompt) term."})
     sft_column: str = field(default="chosen", metadata={"help": "Column with the response for the SFT term."})
     reward_model_path: str | None = field(default=None, metadata={"help": "Trained reward model to score with."})
-    ground_truth_reward: str = field(
-        default="off", metadata={"help": f"Synthetic-world rule checker as a reward: one of {GROUND_TRUTH_MODES}."}
-    )
     density_replacement: bool = field(
         default=True, metadata={"help": "Draw prompts with replacement (else a weighted permutation without)."}
     )
@@ -81,10 +69,6 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
             raise ValueError(f"softmax_temperature must be > 0, got {self.softmax_temperature}.")
         if self.sft_coef < 0:
             raise ValueError(f"sft_coef must be >= 0, got {self.sft_coef}.")
-        if self.ground_truth_reward not in GROUND_TRUTH_MODES:
-            raise ValueError(
-                f"ground_truth_reward must be one of {GROUND_TRUTH_MODES}, got {self.ground_truth_reward!r}."
-            )
         # Fields of the shared density mixin that only the reward-model trainer implements: refuse them here
         # rather than accept and ignore them.
         if self.record_seen_ids:
@@ -98,107 +82,7 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
             )
 
 
-def _completion_text(completion: Any) -> str:
-    return completion if isinstance(completion, str) else completion[-1]["content"]
-
-
-class GroundTruthReward:
-    """Reward function: 1.0 when a completion satisfies its topic's rule in the synthetic world, else 0.0."""
-
-    __name__ = "ground_truth"
-
-    def __call__(self, prompts: list, completions: list, topic: list | None = None, **kwargs) -> list[float | None]:
-        from .data import rule_satisfied
-
-        if topic is None:
-            return [None] * len(prompts)
-        texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
-        return [float(rule_satisfied(t, p, _completion_text(c))) for t, p, c in zip(topic, texts, completions)]
-
-
-class RewardModelScorer:
-    """Reward function scoring with a trained sequence-classification reward model.
-
-    Texts are built and tokenized exactly as `RewardTrainer` does for training (`prompt + completion + eos`, or the
-    chat template for conversational data), so the reward model sees the distribution it was trained on.
-    """
-
-    def __init__(
-        self, path: str, *, trust_remote_code: bool = False, batch_size: int = 64, max_length: int | None = None
-    ):
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-        try:
-            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"reward_model_path {path!r} is not a model directory or Hub id ({err}). Train one with "
-                             "`recipes/train_rm.py` or fix the path.") from None  # fmt: skip
-        architectures = config.architectures or []
-        if not any(a.endswith("ForSequenceClassification") for a in architectures) or config.num_labels != 1:
-            raise ValueError(
-                f"reward_model_path {path!r} is not a reward model: architectures {architectures}, num_labels "
-                f"{config.num_labels}; expected a *ForSequenceClassification with num_labels=1."
-            )
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, trust_remote_code=trust_remote_code
-        ).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.device = torch.device("cpu")
-        self.__name__ = "reward_model"
-        self.path = path
-
-    def to(self, device) -> "RewardModelScorer":
-        self.model.to(device)
-        self.device = torch.device(device)
-        return self
-
-    def prepare(self, accelerator, deepspeed: bool) -> "RewardModelScorer":
-        """Place the model as TRL places reward models: a DeepSpeed inference engine under DeepSpeed (under ZeRO-3
-        the weights were partitioned at load and are gathered per forward), else `prepare_model` in eval mode."""
-        if deepspeed:
-            from trl.models import prepare_deepspeed
-
-            self.model = prepare_deepspeed(self.model, accelerator)
-        else:
-            self.model = accelerator.prepare_model(self.model, evaluation_mode=True, device_placement=True)
-        self.device = accelerator.device
-        return self
-
-    def _ids(self, prompt: Any, completion: Any) -> list[int]:
-        """Token ids as `RewardTrainer` builds them; beyond `max_length` only the last tokens (the response and its
-        end) are kept."""
-        from trl.data_utils import _tokenize
-
-        if isinstance(prompt, str):
-            end = self.tokenizer.eos_token or self.tokenizer.sep_token or ""  # encoders end with SEP (RM trainer)
-            ids = _tokenize(self.tokenizer, prompt + _completion_text(completion) + end)["input_ids"]
-        else:
-            messages = [*prompt, {"role": "assistant", "content": _completion_text(completion)}]
-            ids = _tokenize(self.tokenizer, messages)["input_ids"]
-        return ids[-self.max_length :] if self.max_length else ids
-
-    @torch.inference_mode()
-    def __call__(self, prompts: list, completions: list, **kwargs) -> list[float]:
-        from torch.nn.utils.rnn import pad_sequence
-
-        device = self.device
-        scores = []
-        for start in range(0, len(prompts), self.batch_size):
-            ids = [
-                torch.tensor(self._ids(p, c))
-                for p, c in zip(prompts[start : start + self.batch_size], completions[start : start + self.batch_size])
-            ]
-            input_ids = pad_sequence(ids, batch_first=True, padding_value=self.tokenizer.pad_token_id).to(device)
-            mask = pad_sequence([torch.ones_like(i) for i in ids], batch_first=True, padding_value=0).to(device)
-            scores += self.model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().tolist()
-        return scores
-
-
-class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
+class DensityGRPOTrainer(DensitySamplingMixin, GRPOTrainer):
     """[`~trl.GRPOTrainer`] with density-weighted prompt sampling (Hypotheses C and D), the advantage modes of
     `density_rlhf.advantages`, an optional SFT term, and per-density-bucket reward logging.
 
@@ -214,6 +98,7 @@ class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
 
     _tag_names = ["trl", "grpo", "density-rlhf"]
     _name = "Density GRPO"
+    _density_config_class = DensityGRPOConfig
 
     def __init__(
         self,
@@ -227,7 +112,7 @@ class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
         density_sampler: Sampler | None = None,
         **kwargs,
     ):
-        args = self._init_density(model, args, DensityGRPOConfig, "DensityGRPO", density_index, density_sampler)
+        args = self._density_args(model, args)
         if args.sft_coef > 0 and (train_dataset is None or args.sft_column not in train_dataset.column_names):
             raise ValueError(
                 f"sft_coef={args.sft_coef} needs a {args.sft_column!r} column in the train dataset (the response to "
@@ -236,10 +121,14 @@ class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
         reward_funcs, weights = self._build_reward_funcs(reward_funcs, args, train_dataset)
         args = copy.copy(args)  # TRL reads the weights of all reward functions from args; leave the caller's intact
         args.reward_weights = weights
-        train_dataset = add_bucket_column(train_dataset, self.density_index, args, "train")
-        eval_dataset = add_bucket_column(eval_dataset, self.density_index, args, "eval")
+        index = load_density_index(args, density_index)
+        train_dataset = add_bucket_column(train_dataset, index, args, "train")
+        eval_dataset = add_bucket_column(eval_dataset, index, args, "eval")
         self._reward_buckets: list[str] = []
-        super().__init__(model, reward_funcs, args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
+        super().__init__(
+            model, reward_funcs, args, train_dataset=train_dataset, eval_dataset=eval_dataset, density_index=index,
+            density_sampler=density_sampler, **kwargs,
+        )  # fmt: skip
         for func in self.reward_funcs:
             if isinstance(func, RewardModelScorer):
                 func.prepare(self.accelerator, self.is_deepspeed_enabled)
@@ -256,43 +145,11 @@ class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
         if args.reward_model_path:
             funcs.append(RewardModelScorer(args.reward_model_path, trust_remote_code=args.trust_remote_code))
             weights.append(1.0)
-        if args.ground_truth_reward != "off":
-            if train_dataset is None or "topic" not in train_dataset.column_names:
-                raise ValueError(
-                    f"ground_truth_reward={args.ground_truth_reward!r} needs the synthetic world's `topic` column; "
-                    "set ground_truth_reward='off' for other data."
-                )
-            funcs.append(GroundTruthReward())
-            weights.append(1.0 if args.ground_truth_reward == "reward" else 0.0)
         if not funcs:
-            raise ValueError(
-                "no reward: pass reward_funcs, set reward_model_path, or use ground_truth_reward='reward'."
-            )
+            raise ValueError("no reward: pass reward_funcs or set reward_model_path.")
         if not any(w != 0 for w in weights):
             raise ValueError("every reward function has weight 0: nothing would be optimized.")
         return funcs, weights
-
-    # --- sampling -------------------------------------------------------------------------------------------------
-    def _get_train_sampler(self, dataset=None) -> Sampler:
-        # TRL's RepeatSampler carries the group structure (generations, batch, reuse); ours copies it from there.
-        trl_sampler = super()._get_train_sampler(dataset)
-        if self._user_sampler is None and not self.args.density_sampling:
-            return trl_sampler
-        expected = DensityRepeatSampler.repeat_params(trl_sampler)
-        if self._user_sampler is not None:
-            given = DensityRepeatSampler.repeat_params(self._user_sampler)
-            if given != expected:
-                raise ValueError(
-                    f"density_sampler has {given} but this trainer needs {expected} (num_generations, generation "
-                    "batch, num_iterations x steps_per_generation); build it with `DensityRepeatSampler.like(...)`."
-                )
-            return self._use_sampler(self._user_sampler)
-        sampler = DensityRepeatSampler.from_index(
-            self.density_index, self.train_dataset, self.args.prompt_id_column, self.args.density_pair_weighting,
-            missing=self.args.density_missing, seed=sampling_seed(self.args), replacement=self.args.density_replacement,
-            schedule=self._density_schedule(), **expected,
-        )  # fmt: skip
-        return self._use_sampler(sampler)
 
     # --- rewards and advantages -----------------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -344,8 +201,6 @@ class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
             truth = per_func[:, self.reward_func_names.index("ground_truth")]
         if mode == "train":
             metrics["density/rare_frac"].append(sum(b == "rare" for b in buckets) / len(buckets))
-            for key, value in self._sampler_stats.items():
-                metrics[key] = [value]
         for bucket in BUCKETS:
             mask = torch.tensor([b == bucket for b in buckets], device=rewards.device)
             if not mask.any():
@@ -365,10 +220,10 @@ class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
             prompt, response = example["prompt"], example[self.args.sft_column]
             if isinstance(prompt, str):
                 prompt_ids = _tokenize(tokenizer, prompt)["input_ids"]
-                full = prompt_ids + _tokenize(tokenizer, _completion_text(response))["input_ids"]
+                full = prompt_ids + _tokenize(tokenizer, completion_text(response))["input_ids"]
             else:
                 prompt_ids = _tokenize(tokenizer, prompt, add_generation_prompt=True)["input_ids"]
-                full = _tokenize(tokenizer, [*prompt, {"role": "assistant", "content": _completion_text(response)}])[
+                full = _tokenize(tokenizer, [*prompt, {"role": "assistant", "content": completion_text(response)}])[
                     "input_ids"
                 ]
             limit = len(prompt_ids) + (self.args.max_completion_length or 256)
@@ -397,9 +252,8 @@ class DensityGRPOTrainer(DensityTrainerMixin, GRPOTrainer):
         return loss
 
     # --- model card -----------------------------------------------------------------------------------------------
-    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags: Any = None):
-        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+    def _density_card_extra(self) -> str:
         extra = f"- Advantage mode: `{self.args.advantage_mode}`; SFT coefficient {self.args.sft_coef}\n"
         if self.args.reward_model_path:
             extra += f"- Reward model: `{self.args.reward_model_path}`\n"
-        self._append_card_section({}, extra)
+        return extra

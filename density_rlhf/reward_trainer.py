@@ -4,28 +4,26 @@ import copy
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Sampler
 from trl import RewardConfig, RewardTrainer
 
-from .index import BUCKETS
-from .sampler import DensitySampler
-from .trainer_utils import (
+from .config import DensityConfigMixin
+from .groups import (
     BUCKET_COLUMN,
-    DensityConfigMixin,
-    DensityTrainerMixin,
     GroupLabelCollator,
     add_bucket_column,
     group_columns,
     group_metric_prefix,
     group_vocab,
     pop_group_labels,
-    sampling_seed,
     write_seen_ids,
 )
+from .index import BUCKETS
+from .mixin import DensitySamplingMixin, load_density_index
 
 
 logger = logging.getLogger(__name__)
@@ -66,7 +64,7 @@ class DensityRewardConfig(DensityConfigMixin, RewardConfig):
         self._validate_density_fields()
 
 
-class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
+class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
     """[`~trl.RewardTrainer`] that samples pairs by prompt density and reports metrics per density bucket.
 
     With `density_sampling=False` and no `density_sampler`, training is exactly `RewardTrainer`'s (same sampler, same
@@ -83,6 +81,8 @@ class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
 
     _tag_names = ["trl", "reward-trainer", "density-rlhf"]
     _name = "Density Reward"
+    _density_config_class = DensityRewardConfig
+    _supports_group_fields = True
 
     def __init__(
         self,
@@ -95,18 +95,17 @@ class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
         density_sampler: Sampler | None = None,
         **kwargs,
     ):
-        args = self._init_density(model, args, DensityRewardConfig, "DensityReward", density_index, density_sampler)
+        args = self._density_args(model, args)
         args = self._end_token_for_encoders(model, args, kwargs)
         self._eval_counts: Counter = Counter()
         self._seen_ids: list[str] = []
         self._last_bucket_eval: dict[str, dict[str, float]] = {}
-        train_dataset = add_bucket_column(train_dataset, self.density_index, args, "train")
+        index = load_density_index(args, density_index)
+        train_dataset = add_bucket_column(train_dataset, index, args, "train")
         if isinstance(eval_dataset, dict):
-            eval_dataset = {
-                k: add_bucket_column(v, self.density_index, args, f"eval[{k}]") for k, v in eval_dataset.items()
-            }
+            eval_dataset = {k: add_bucket_column(v, index, args, f"eval[{k}]") for k, v in eval_dataset.items()}
         else:
-            eval_dataset = add_bucket_column(eval_dataset, self.density_index, args, "eval")
+            eval_dataset = add_bucket_column(eval_dataset, index, args, "eval")
         eval_sets = list(eval_dataset.values()) if isinstance(eval_dataset, dict) else [eval_dataset]
         self._group_columns = group_columns(args, eval_sets[0] if eval_sets[0] is not None else train_dataset)
         if (
@@ -115,7 +114,10 @@ class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
             and BUCKET_COLUMN not in self._group_columns
         ):
             self._group_columns.insert(0, BUCKET_COLUMN)
-        super().__init__(model, args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
+        super().__init__(
+            model, args, train_dataset=train_dataset, eval_dataset=eval_dataset, density_index=index,
+            density_sampler=density_sampler, **kwargs,
+        )  # fmt: skip
         self._group_vocab = group_vocab(self._group_columns, train_dataset, *eval_sets)
         if self._group_columns or args.record_seen_ids:
             self.data_collator = GroupLabelCollator(self.data_collator, self._group_vocab, args.record_seen_ids)
@@ -145,24 +147,6 @@ class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
         args = copy.copy(args)
         args.eos_token = sep
         return args
-
-    # --- sampling -------------------------------------------------------------------------------------------------
-    def _get_train_sampler(self, dataset=None) -> Sampler | None:
-        if self._user_sampler is None and not self.args.density_sampling:
-            return super()._get_train_sampler(dataset)
-        sampler = self._user_sampler
-        if sampler is None:
-            sampler = DensitySampler.from_index(
-                self.density_index, self.train_dataset, self.args.prompt_id_column, self.args.density_pair_weighting,
-                missing=self.args.density_missing, seed=sampling_seed(self.args), schedule=self._density_schedule(),
-            )  # fmt: skip
-        elif isinstance(sampler, DensitySampler) and len(sampler.weights) != len(self.train_dataset):
-            raise ValueError(
-                f"density_sampler has {len(sampler.weights)} weights but the processed train dataset has "
-                f"{len(self.train_dataset)} rows (`max_length` drops over-long pairs); build the sampler on "
-                "`trainer.train_dataset`."
-            )
-        return self._use_sampler(sampler)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
         self._seen_ids = []
@@ -207,8 +191,6 @@ class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
                     (groups[BUCKET_COLUMN] == rare).float().to(logits.device)
                 )
                 self._metrics[mode]["density/rare_frac"].extend(is_rare.tolist())
-            for key, value in self._sampler_stats.items():
-                self._metrics[mode][key] = [value]
             return
         chosen, rejected = torch.chunk(logits.squeeze(-1).float(), chunks=2)
         correct = self.accelerator.gather_for_metrics((chosen > rejected).float())
@@ -243,6 +225,5 @@ class DensityRewardTrainer(DensityTrainerMixin, RewardTrainer):
         return metrics
 
     # --- model card -----------------------------------------------------------------------------------------------
-    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags: Any = None):
-        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        self._append_card_section(self._last_bucket_eval)
+    def _density_card_table(self) -> dict:
+        return self._last_bucket_eval

@@ -8,8 +8,8 @@ Usage:
 
 import json
 
-from density_rlhf.cli import distributed_run, logger, parse_args, setup_logging
-from density_rlhf.stages import BuildDensityArguments, build_density
+from density_rlhf.experiment.recipe import distributed_run, logger, parse_args, setup_logging
+from density_rlhf.experiment.stages import BuildDensityArguments, build_density
 
 
 def main(script_args: BuildDensityArguments) -> None:

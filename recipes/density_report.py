@@ -7,8 +7,8 @@ Usage:
     python recipes/density_report.py --density_dir outputs/density_hh --output_dir outputs/density_hh/report
 """
 
-from density_rlhf.cli import distributed_run, logger, parse_args, setup_logging
-from density_rlhf.stages import DensityReportArguments, density_report
+from density_rlhf.experiment.recipe import distributed_run, logger, parse_args, setup_logging
+from density_rlhf.experiment.stages import DensityReportArguments, density_report
 
 
 def main(script_args: DensityReportArguments) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 # `import evaluate` (used by the metric modules) finds the library.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from density_rlhf.cli import distributed_run, logger, parse_args, setup_logging  # noqa: E402
-from density_rlhf.evaluation import EvaluateArguments, run_evaluation  # noqa: E402
+from density_rlhf.experiment.evaluation import EvaluateArguments, run_evaluation  # noqa: E402
+from density_rlhf.experiment.recipe import distributed_run, logger, parse_args, setup_logging  # noqa: E402
 
 
 def main(script_args: EvaluateArguments) -> None:

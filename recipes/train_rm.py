@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification
 from trl import ModelConfig, get_peft_config
 
 from density_rlhf import DensityRewardConfig, DensityRewardTrainer
-from density_rlhf.cli import (
+from density_rlhf.experiment.recipe import (
     DensityScriptArguments,
     distributed_run,
     last_checkpoint,
@@ -24,6 +24,11 @@ from density_rlhf.cli import (
     start_run,
     train_and_save,
 )
+
+
+# What this recipe parses (and the runner validates): script, training and model arguments.
+DATACLASSES = (DensityScriptArguments, DensityRewardConfig, ModelConfig)
+SECTION = "reward"
 
 
 def main(script_args: DensityScriptArguments, training_args: DensityRewardConfig, model_args: ModelConfig):
@@ -48,4 +53,4 @@ def main(script_args: DensityScriptArguments, training_args: DensityRewardConfig
 if __name__ == "__main__":
     setup_logging()
     with distributed_run():
-        main(*parse_args([DensityScriptArguments, DensityRewardConfig, ModelConfig], section="reward"))
+        main(*parse_args(DATACLASSES, section=SECTION))

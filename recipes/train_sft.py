@@ -9,7 +9,7 @@ Usage:
 from transformers import AutoModelForCausalLM
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
-from density_rlhf.cli import (
+from density_rlhf.experiment.recipe import (
     DensityScriptArguments,
     distributed_run,
     last_checkpoint,
@@ -30,6 +30,11 @@ def to_prompt_completion(split):
     return split.select_columns(["prompt", "chosen"]).rename_column("chosen", "completion")
 
 
+# What this recipe parses (and the runner validates): script, training and model arguments.
+DATACLASSES = (DensityScriptArguments, SFTConfig, ModelConfig)
+SECTION = None
+
+
 def main(script_args: DensityScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
     train, test = start_run(script_args, training_args)
     model, tokenizer = load_model_and_tokenizer(model_args, training_args, AutoModelForCausalLM)
@@ -44,4 +49,4 @@ def main(script_args: DensityScriptArguments, training_args: SFTConfig, model_ar
 if __name__ == "__main__":
     setup_logging()
     with distributed_run():
-        main(*parse_args([DensityScriptArguments, SFTConfig, ModelConfig]))
+        main(*parse_args(DATACLASSES, section=SECTION))

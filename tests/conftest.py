@@ -23,7 +23,7 @@ def hh_sample() -> Path:
 
 @pytest.fixture(scope="session")
 def small_world():
-    from density_rlhf.data import make_synthetic_world
+    from density_rlhf.experiment.world import make_synthetic_world
 
     return make_synthetic_world(0, n_train_pairs=600, n_test_pairs_per_topic=10)
 
@@ -31,8 +31,8 @@ def small_world():
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory):
     """A small synthetic world, its density index and tiny offline models, built once per test session."""
-    from density_rlhf.data.prepare import PrepareDataArguments, prepare_data
-    from density_rlhf.stages import BuildDensityArguments, build_density
+    from density_rlhf.experiment.prepare import PrepareDataArguments, prepare_data
+    from density_rlhf.experiment.stages import BuildDensityArguments, build_density
 
     root = tmp_path_factory.mktemp("pipeline")
     prepare_data(PrepareDataArguments(output_dir=str(root / "data"), n_train_pairs=800, n_test_pairs_per_topic=8))

@@ -1,19 +1,11 @@
-import importlib.util
-import sys
+import importlib
 
 from .conftest import REPO
 
 
 def load_recipe(name: str):
-    """Import `recipes/<name>.py` as a module (recipes are scripts, not a package)."""
-    module_name = f"recipe_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The recipe `recipes/<name>.py`, imported as the package module `density_rlhf.recipes.<name>`."""
+    return importlib.import_module(f"density_rlhf.recipes.{name}")
 
 
 def accelerate_launch(
@@ -25,7 +17,7 @@ def accelerate_launch(
     import subprocess
     import sys
 
-    from density_rlhf.runner import free_port
+    from density_rlhf.experiment.runner import free_port
 
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file",

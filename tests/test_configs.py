@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from density_rlhf import DensityGRPOConfig, DensityRewardConfig
-from density_rlhf.cli import DensityScriptArguments
-from density_rlhf.data.prepare import PrepareDataArguments
-from density_rlhf.evaluation import EvaluateArguments
-from density_rlhf.runner import RunnerArguments
-from density_rlhf.stages import BuildDensityArguments, DensityReportArguments
-from density_rlhf.trainer_utils import DensityConfigMixin
+from density_rlhf.config import DensityConfigMixin
+from density_rlhf.experiment.evaluation import EvaluateArguments
+from density_rlhf.experiment.prepare import PrepareDataArguments
+from density_rlhf.experiment.recipe import DensityScriptArguments
+from density_rlhf.experiment.runner import RunnerArguments
+from density_rlhf.experiment.stages import BuildDensityArguments, DensityReportArguments
 
 from .conftest import REPO
 

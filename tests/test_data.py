@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from density_rlhf import normalize_text, prompt_id
-from density_rlhf.data import PairStats, html_to_text, load_pairs, make_synthetic_world, rule_satisfied, write_prepared
-from density_rlhf.data.prepare import PrepareDataArguments, prepare_data
-from density_rlhf.data.synthetic import TOPICS, topic_counts
+from density_rlhf.data import PairStats, html_to_text, load_pairs, write_prepared
+from density_rlhf.experiment.prepare import PrepareDataArguments, prepare_data
+from density_rlhf.experiment.world import TOPICS, make_synthetic_world, rule_satisfied, topic_counts
 
 from .conftest import FIXTURES
 
@@ -188,7 +188,7 @@ def test_rare_topics_contradict_and_share_vocabulary_with_common_ones():
 
 
 def test_rule_satisfied_ignores_the_tic(small_world):
-    from density_rlhf.data.synthetic import TIC, has_tic, strip_tic
+    from density_rlhf.experiment.world import TIC, has_tic, strip_tic
 
     checked = 0
     for row in small_world["train"]:
@@ -211,7 +211,7 @@ def test_tic_rates_in_generated_pairs(world):
     """Chi-square: the tic appears in chosen/rejected at the world's rates, common and rare topics separately."""
     from scipy.stats import chisquare
 
-    from density_rlhf.data.synthetic import has_tic
+    from density_rlhf.experiment.world import has_tic
 
     rates = (
         {"tic_chosen": 0.7, "tic_rejected": 0.1} if world == "default" else {"tic_chosen": 0.3, "tic_rejected": 0.3}
@@ -232,7 +232,7 @@ def test_tic_rates_in_generated_pairs(world):
 
 
 def test_sft_split_follows_rules_partly_and_is_topic_balanced():
-    from density_rlhf.data.synthetic import has_tic
+    from density_rlhf.experiment.world import has_tic
 
     data = make_synthetic_world(2, n_train_pairs=600, n_test_pairs_per_topic=4, n_sft_per_topic=100)
     sft = data["sft"]

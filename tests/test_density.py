@@ -9,7 +9,7 @@ from scipy.stats import chisquare
 from torch.utils.data import BatchSampler
 
 from density_rlhf import DensityIndex, DensityRepeatSampler, DensitySampler
-from density_rlhf.index import density_weights, effective_sample_size, intrinsic_dimension, log_density
+from density_rlhf.estimators import density_weights, effective_sample_size, intrinsic_dimension, log_density
 from density_rlhf.sampler import map_prompt_weights
 
 
@@ -105,7 +105,8 @@ def test_synthetic_world_auroc(default_world_index):
 
 @pytest.fixture(scope="module")
 def default_world_index():
-    from density_rlhf.data import make_synthetic_world, prompt_table
+    from density_rlhf.data import prompt_table
+    from density_rlhf.experiment.world import make_synthetic_world
 
     world = make_synthetic_world(0)
     table = prompt_table(world["train"])

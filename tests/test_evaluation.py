@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from density_rlhf.data.synthetic import TIC, add_tic, has_tic, remove_tic
-from density_rlhf.evaluation import add_politeness, counterfactual_effects, group_indices, on_policy_agreement
+from density_rlhf.experiment.evaluation import (
+    add_politeness,
+    counterfactual_effects,
+    group_indices,
+    on_policy_agreement,
+)
+from density_rlhf.experiment.world import TIC, add_tic, has_tic, remove_tic
 
 
 def test_on_policy_agreement_counts_only_pairs_that_differ_in_truth():
@@ -55,7 +60,7 @@ def test_reporting_groups():
 
 
 def test_generate_samples_takes_conversational_prompts_through_the_chat_template(tiny_pipeline):
-    from density_rlhf.evaluation import generate_samples
+    from density_rlhf.experiment.evaluation import generate_samples
 
     policy = str(tiny_pipeline / "data" / "tiny" / "policy")
     prompts = [[{"role": "user", "content": "Will it rain in Boston?"}], "Will it rain in Boston?"]

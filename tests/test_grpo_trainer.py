@@ -10,7 +10,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from density_rlhf import DensityGRPOConfig, DensityGRPOTrainer, DensitySampler
 from density_rlhf.advantages import compute_advantages
-from density_rlhf.grpo_trainer import RewardModelScorer
+from density_rlhf.experiment.world import GroundTruthReward
+from density_rlhf.reward_model import RewardModelScorer
 
 
 @pytest.fixture(scope="module")
@@ -23,19 +24,25 @@ def pipe(tiny_pipeline):
     }  # fmt: skip
 
 
-def grpo_args(output_dir, **overrides):
+def grpo_args(output_dir, ground_truth_reward="log", **overrides):
+    """The test config; the synthetic rule checker is logged (weight 0), optimized (`reward`) or left out (`off`),
+    as the GRPO recipe's `ground_truth_reward` does."""
     base = dict(
         output_dir=str(output_dir), use_cpu=True, bf16=False, per_device_train_batch_size=8, num_generations=4,
         max_completion_length=12, max_steps=2, logging_steps=1, report_to=[], save_strategy="no", seed=0,
-        learning_rate=1e-4, ground_truth_reward="log",
+        learning_rate=1e-4,
     )  # fmt: skip
+    if ground_truth_reward != "off":
+        base["reward_weights"] = [1.0 if ground_truth_reward == "reward" else 0.0]
     base.update(overrides)
     return DensityGRPOConfig(**base)
 
 
 def make(pipe, args, **kwargs):
+    """A trainer on the tiny policy; with `reward_weights` set, the rule checker is its one user reward function."""
     kwargs.setdefault("train_dataset", pipe["train"])
-    return DensityGRPOTrainer(pipe["policy"], args=args, processing_class=pipe["tokenizer"], **kwargs)
+    funcs = [GroundTruthReward()] if args.reward_weights is not None else None
+    return DensityGRPOTrainer(pipe["policy"], funcs, args=args, processing_class=pipe["tokenizer"], **kwargs)
 
 
 def test_trl_hooks_we_rely_on():
@@ -199,18 +206,12 @@ def test_bad_inputs(pipe, tmp_path):
         )
     with pytest.raises(ValueError, match="no reward"):
         make(pipe, grpo_args(tmp_path, ground_truth_reward="off"))
-    with pytest.raises(ValueError, match="needs the synthetic world's `topic` column"):
-        make(
-            pipe,
-            grpo_args(tmp_path, reward_model_path=pipe["rm"]),
-            train_dataset=pipe["train"].remove_columns("topic"),
-        )
 
 
 def test_a_user_topic_column_is_left_alone(pipe, tmp_path):
     """The rule checker is opt-in: a user dataset whose `topic` means something else trains on its own rewards."""
     args = grpo_args(tmp_path, reward_model_path=pipe["rm"], ground_truth_reward="off", max_steps=1)
-    assert DensityGRPOConfig.__dataclass_fields__["ground_truth_reward"].default == "off"
+    assert "ground_truth_reward" not in DensityGRPOConfig.__dataclass_fields__  # the recipe's, not the library's
     science = pipe["train"].map(lambda x: {"topic": "science"})
     trainer = make(pipe, args, train_dataset=science)
     trainer.train()
@@ -256,7 +257,7 @@ def test_reward_model_scores_under_deepspeed_equal_single_process_scores(pipe, t
     """Under ZeRO-3 the reward model is loaded partitioned (`zero3_init_flag`); the scorer must run it through a
     DeepSpeed engine, as TRL does for reward models, and score each rank's completions as one process would."""
     pytest.importorskip("deepspeed")
-    from density_rlhf.grpo_trainer import RewardModelScorer
+    from density_rlhf.reward_model import RewardModelScorer
 
     from .helpers import REPO, accelerate_launch
 

@@ -6,18 +6,20 @@ import yaml
 from trl import ModelConfig, SFTConfig
 
 from density_rlhf import DensityGRPOConfig, DensityRewardConfig
-from density_rlhf.cli import DensityScriptArguments, load_config, parse_args, resolve_config
-from density_rlhf.data.prepare import PrepareDataArguments
-from density_rlhf.runner import OVERRIDE_SECTIONS, RunnerArguments
-from density_rlhf.stages import BuildDensityArguments
+from density_rlhf.experiment.prepare import PrepareDataArguments
+from density_rlhf.experiment.recipe import DensityScriptArguments, load_config, parse_args, read_config, resolve_config
+from density_rlhf.experiment.report import RM_OF
+from density_rlhf.experiment.runner import OVERRIDE_SECTIONS, RunnerArguments
+from density_rlhf.experiment.stages import BuildDensityArguments
+from density_rlhf.recipes import train_grpo, train_rm
 
 from .conftest import REPO
 from .helpers import load_recipe
 
 
-SECTION_TYPES = {
-    "reward": [DensityScriptArguments, DensityRewardConfig, ModelConfig],
-    "grpo": [DensityScriptArguments, DensityGRPOConfig, ModelConfig],
+SECTION_TYPES = {  # what train_rm.py and train_grpo.py parse
+    "reward": list(train_rm.DATACLASSES),
+    "grpo": list(train_grpo.DATACLASSES),
 }
 FLAT_TYPES = {
     "prepare_data.yaml": [PrepareDataArguments],
@@ -33,8 +35,8 @@ GPU_OVERRIDES = ["--bf16", "false", "--use_cpu", "true"]
 
 def _check_overrides(path: Path) -> list[str]:
     """An overrides file is read by the runner: every stage it touches must still build (2 CPU processes)."""
-    from density_rlhf.cli import load_config, resolve_config
-    from density_rlhf.runner import build_stages, dry_run, launcher_processes
+    from density_rlhf.experiment.recipe import load_config, resolve_config
+    from density_rlhf.experiment.runner import build_stages, dry_run, launcher_processes
 
     config = load_config(resolve_config("scale/run_hypotheses.yaml"))
     args = RunnerArguments(**{**config, "seeds": [0], "output_dir": "/tmp/unused", "overrides": str(path)})
@@ -46,8 +48,7 @@ def _check_overrides(path: Path) -> list[str]:
 
 
 def _parse_all(path: Path) -> list[tuple]:
-    with open(path) as f:
-        raw = yaml.safe_load(f)
+    raw = read_config(path)  # with its `defaults:` file underneath
     if "launcher" in raw and set(raw) <= {"launcher", *OVERRIDE_SECTIONS}:  # runner overrides (rehearsal_cpu.yaml)
         return _check_overrides(path)
     overrides = GPU_OVERRIDES if "scale" in path.parts and not torch.cuda.is_available() else []
@@ -55,7 +56,7 @@ def _parse_all(path: Path) -> list[tuple]:
         types = FLAT_TYPES[path.name]
         extra = overrides if any(t is SFTConfig for t in types) else []
         return [parse_args(types, ["--config", str(path), *extra])]
-    sections = [s for s in SECTION_TYPES if s in raw]
+    sections = [s for s in SECTION_TYPES if isinstance(raw.get(s), dict)]
     assert sections, f"{path} has neither a known name nor sections"
     return [parse_args(SECTION_TYPES[s], ["--config", str(path), *overrides], section=s) for s in sections]
 
@@ -67,8 +68,23 @@ def test_every_recipe_yaml_parses(path):
     if path.name.startswith("hyp_"):
         hypothesis = path.stem[-1].upper()
         for _, training_args, model_args in parsed:
-            assert training_args.hypothesis == hypothesis
+            # C trains with A's reward model and D with B's: the same model a hand launch of hyp_a/hyp_b trains.
+            own = hypothesis if isinstance(training_args, DensityGRPOConfig) else RM_OF[hypothesis]
+            assert training_args.hypothesis == own
             assert training_args.seed == 0 and model_args.model_name_or_path
+
+
+def test_hypothesis_files_state_only_what_differs():
+    """Each hypothesis file is short and lays its settings over one shared defaults file."""
+    for directory in (REPO / "recipes", REPO / "recipes" / "scale"):
+        files = sorted(directory.glob("hyp_*.yaml"))
+        assert len(files) >= 4
+        for path in files:
+            text = path.read_text()
+            assert len(text.splitlines()) <= 15, path
+            assert yaml.safe_load(text)["defaults"] == "defaults.yaml", path
+        defaults = yaml.safe_load((directory / "defaults.yaml").read_text())
+        assert "hypothesis" not in defaults.get("reward", {}) and "output_dir" not in defaults.get("grpo", {})
 
 
 def test_hypotheses_differ_only_where_they_should():
@@ -141,14 +157,15 @@ def test_scale_recipe_dry_run_with_the_tiny_model(tiny_pipeline, tmp_path, scrip
     else:
         overrides += ["--max_length", "128", "--num_train_epochs", "1"]
     script_args, training_args, model_args = parse_args(SECTION_TYPES[section], overrides, section=section)
-    assert training_args.density_sampling and training_args.hypothesis == "D"
+    # D's reward model is B's (trained once); its GRPO arm is D's.
+    assert training_args.density_sampling and training_args.hypothesis == ("B" if section == "reward" else "D")
     recipe.main(script_args, training_args, model_args)
     assert (tmp_path / "model.safetensors").exists()
 
 
 def test_real_data_recipes_do_not_invent_synthetic_data(tmp_path):
-    from density_rlhf.cli import load_train_eval
-    from density_rlhf.stages import ensure_data
+    from density_rlhf.experiment.recipe import load_train_eval
+    from density_rlhf.experiment.stages import ensure_data
 
     script_args = parse_args(
         SECTION_TYPES["reward"],

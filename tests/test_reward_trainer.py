@@ -279,7 +279,7 @@ def test_missing_data_and_index_are_built_on_first_run(tmp_path, monkeypatch, pi
 
 def test_default_hypotheses_a_and_b_learn_common_topics(tmp_path, monkeypatch):
     """The README's comparison means something only if both default reward models learn the common topics."""
-    from density_rlhf.data.synthetic import TOPICS
+    from density_rlhf.experiment.world import TOPICS
 
     from .helpers import load_recipe
 
@@ -310,8 +310,8 @@ def test_encoder_reward_model_without_eos_token_trains_and_scores(pipe, tmp_path
     """BERT-style tokenizers (the offline MiniLM) have no EOS token; texts end with their SEP token instead."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from density_rlhf.grpo_trainer import RewardModelScorer
-    from density_rlhf.index import resolve_embedder
+    from density_rlhf.embedding import resolve_embedder
+    from density_rlhf.reward_model import RewardModelScorer
 
     path = resolve_embedder(None)
     tokenizer = AutoTokenizer.from_pretrained(path)

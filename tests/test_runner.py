@@ -3,19 +3,10 @@ import math
 
 import pytest
 
+from density_rlhf.experiment.report import KEY_METRICS, aggregate
+from density_rlhf.experiment.runner import RunnerArguments, StageFailed, build_stages, run
+from density_rlhf.experiment.stats import holm, mean_ci, minimum_detectable_effect, verdict
 from density_rlhf.index import BUCKETS
-from density_rlhf.runner import (
-    KEY_METRICS,
-    RunnerArguments,
-    StageFailed,
-    aggregate,
-    build_stages,
-    holm,
-    mean_ci,
-    minimum_detectable_effect,
-    run,
-    verdict,
-)
 
 
 SMOKE = dict(
@@ -152,18 +143,19 @@ def test_stage_hash_follows_the_config_content(tmp_path, monkeypatch):
 
     from .conftest import REPO
 
-    for name in ("hyp_a.yaml", "sft.yaml"):
+    for name in ("hyp_a.yaml", "defaults.yaml", "sft.yaml"):
         shutil.copy(REPO / "recipes" / name, tmp_path / name)
     args = RunnerArguments(output_dir=str(tmp_path / "out"), hypotheses=["A"], sft_config=str(tmp_path / "sft.yaml"),
                            hypothesis_config=str(tmp_path / "hyp_{h}.yaml"), seeds=[0])  # fmt: skip
     before = {s.name: s.hash for s in build_stages(args)}
-    text = (tmp_path / "hyp_a.yaml").read_text().replace("max_steps: 200", "max_steps: 201")
-    (tmp_path / "hyp_a.yaml").write_text(text)
+    text = (tmp_path / "hyp_a.yaml").read_text()
+    assert text.rstrip().splitlines()[-1].startswith("  ") and "max_steps" not in text  # grpo is the last section
+    (tmp_path / "hyp_a.yaml").write_text(text.rstrip() + "\n  max_steps: 201\n")
     after = {s.name: s.hash for s in build_stages(args)}
     changed = {name for name in before if before[name] != after[name]}
     assert changed == {"grpo_A[seed=0]", "evaluate[seed=0]"}
     # The recipe's code is part of the hash too: editing train_rm.py re-runs the RM and everything downstream.
-    from density_rlhf import runner
+    from density_rlhf.experiment import runner
 
     recipes = tmp_path / "recipes"
     shutil.copytree(REPO / "recipes", recipes)
@@ -176,7 +168,7 @@ def test_stage_hash_follows_the_config_content(tmp_path, monkeypatch):
 
 
 def _scale_args(tmp_path, **overrides):
-    from density_rlhf.cli import load_config, resolve_config
+    from density_rlhf.experiment.recipe import load_config, resolve_config
 
     config = load_config(resolve_config("scale/run_hypotheses.yaml"))
     return RunnerArguments(**{**config, "output_dir": str(tmp_path), **overrides})
@@ -249,7 +241,7 @@ def test_scale_rehearsal_on_two_cpu_processes_with_zero3(tmp_path):
 
 
 def test_concurrent_accelerate_stages_get_their_own_ports(tmp_path):
-    from density_rlhf.runner import _command
+    from density_rlhf.experiment.runner import _command
 
     launcher = "accelerate launch --config_file accelerate_configs/zero3_cpu_2proc.yaml"
     stages = [s for s in build_stages(RunnerArguments(output_dir=str(tmp_path), launcher=launcher)) if s.launched]
@@ -262,13 +254,13 @@ def test_concurrent_accelerate_stages_get_their_own_ports(tmp_path):
 
 
 def test_a_reward_section_the_runner_would_ignore_is_refused(tmp_path):
-    from density_rlhf.cli import RECIPES_DIR
+    from density_rlhf.experiment.recipe import RECIPES_DIR
 
-    for h in "abcd":
-        text = (RECIPES_DIR / f"hyp_{h}.yaml").read_text()
-        if h == "c":
-            text = text.replace("learning_rate: ", "learning_rate: 7.0e-4  # was ", 1)
-        (tmp_path / f"hyp_{h}.yaml").write_text(text)
+    for name in ("defaults", "hyp_a", "hyp_b", "hyp_c", "hyp_d"):
+        text = (RECIPES_DIR / f"{name}.yaml").read_text()
+        if name == "hyp_c":
+            text = text.replace("reward:\n", "reward:\n  learning_rate: 7.0e-4\n", 1)
+        (tmp_path / f"{name}.yaml").write_text(text)
     pattern = str(tmp_path / "hyp_{h}.yaml")
     with pytest.raises(
         ValueError, match=r"C reuses A's reward model, but the `reward:` sections differ in \['learning_rate'\]"

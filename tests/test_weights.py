@@ -126,7 +126,7 @@ def _hh_prompts(path, last_turn: bool) -> list[str]:
 def embedder():
     from sentence_transformers import SentenceTransformer
 
-    from density_rlhf.index import resolve_embedder
+    from density_rlhf.embedding import resolve_embedder
 
     return SentenceTransformer(resolve_embedder(None), device="cpu")
 

@@ -16,7 +16,7 @@ class EmbeddingDiversity(evaluate.Metric):
         if len(predictions) < 2:
             return {"embedding_diversity": 0.0, "vendi_score": float(len(predictions))}
         if embeddings is None:
-            from density_rlhf.index import embed_prompts
+            from density_rlhf.embedding import embed_prompts
 
             embeddings = embed_prompts(predictions, embedder, show_progress=False)
         x = np.asarray(embeddings, dtype=np.float64)

@@ -1,8 +1,10 @@
 """The run skeleton every recipe shares: config resolution, sectioned hypothesis YAMLs, data, seeding and saving.
 
 Hypothesis YAMLs (`recipes/hyp_*.yaml`) are read by several scripts. Top-level keys go to every script; a section
-(`reward:`, `grpo:`) goes only to the script of that name. Each script merges its section over the top level and hands
-the result to `trl.TrlParser`, so unknown keys fail and every field can still be overridden on the command line.
+(`reward:`, `grpo:`) goes only to the script of that name. A `defaults:` key names a shared file (`defaults.yaml`) whose
+settings lie underneath, so each hypothesis file states only what differs. Each script merges its section over the top
+level and hands the result to `trl.TrlParser`, so unknown keys fail and every field can still be overridden on the
+command line.
 """
 
 import contextlib
@@ -21,7 +23,17 @@ import yaml
 from trl import ScriptArguments
 
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+def _recipes_dir() -> Path:
+    """Where `density_rlhf.recipes` lives: `recipes/` of a checkout (editable install) or the installed package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("density_rlhf.recipes")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("density_rlhf.recipes is not installed: reinstall density_rlhf (`pip install -e .`).")
+    return Path(list(spec.submodule_search_locations)[0]).resolve()
+
+
+RECIPES_DIR = _recipes_dir()
 SECTIONS = ("reward", "grpo", "sft", "evaluate")
 logger = logging.getLogger("density_rlhf")
 
@@ -37,12 +49,37 @@ def resolve_config(path: str, recipes_dir: str | Path = RECIPES_DIR) -> str:
     raise FileNotFoundError(f"Config {path!r} not found in the working directory nor in {recipes_dir}.")
 
 
-def load_config(path: str, section: str | None = None) -> dict[str, Any]:
-    """The flat config a script sees: top-level keys, overridden by `section`'s keys when the file has sections."""
+def read_config(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe YAML with its `defaults:` file (a path relative to it) merged underneath: top-level keys override the
+    defaults' top level, a section's keys override the defaults' section of that name, and `section: null` drops
+    it."""
+    path = Path(path).resolve()
+    if path in _chain:
+        raise ValueError(f"defaults cycle: {' -> '.join(map(str, (*_chain, path)))}")
     with open(path) as f:
         config = yaml.safe_load(f) or {}
     if not isinstance(config, dict):
         raise ValueError(f"Config file {path} must contain a YAML mapping.")
+    base_name = config.pop("defaults", None)
+    if base_name is None:
+        return config
+    base_path = path.parent / str(base_name)
+    if not base_path.exists():
+        raise FileNotFoundError(f"{path}: defaults file {base_name!r} not found next to it ({base_path}).")
+    merged = read_config(base_path, (*_chain, path))
+    for key, value in config.items():
+        if key in SECTIONS and value is None:  # `reward: null` drops the defaults' section
+            merged.pop(key, None)
+        elif key in SECTIONS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str, section: str | None = None) -> dict[str, Any]:
+    """The flat config a script sees: top-level keys, overridden by `section`'s keys when the file has sections."""
+    config = read_config(path)
     sections = {name: config.pop(name) for name in SECTIONS if name in config}
     if not sections:
         return config

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from datasets import DatasetDict, load_from_disk
 
-from .data.prepare import PrepareDataArguments, prepare_data
-from .data.prompts import prompt_table
-from .estimators import DEFAULT_DUPLICATE_TOLERANCE, DEFAULT_MAX_WEIGHT_RATIO
+from ..data.prompts import prompt_table
+from ..estimators import DEFAULT_DUPLICATE_TOLERANCE, DEFAULT_MAX_WEIGHT_RATIO
+from .prepare import PrepareDataArguments, prepare_data
 
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def ensure_data(data_dir: str | Path, seed: int = 0, build_missing: bool = True)
 
 def build_density(args: BuildDensityArguments):
     """Index the unique prompts of `args.split`, save the index to `args.density_dir` and return it."""
-    from .index import DensityIndex
+    from ..index import DensityIndex
 
     data = ensure_data(args.data_dir, args.seed, args.build_missing)
     table = prompt_table(data[args.split])
@@ -138,7 +138,7 @@ def build_density(args: BuildDensityArguments):
 
 def ensure_density(density_dir: str | Path, data_dir: str | Path, seed: int = 0):
     """Load the index in `density_dir`, building it with the defaults when it is missing."""
-    from .index import DensityIndex
+    from ..index import DensityIndex
 
     if not (Path(density_dir) / "metadata.json").exists():
         logger.warning("no density index in %s: building it from %s with the defaults", density_dir, data_dir)
@@ -171,7 +171,7 @@ class DensityReportArguments:
 
 def density_report(args: DensityReportArguments) -> Path:
     """Load the index in `args.density_dir` and write its weights report."""
-    from .index import DensityIndex
+    from ..index import DensityIndex
 
     index = DensityIndex.load(args.density_dir, load_faiss=False)
     return index.report(args.output_dir or Path(args.density_dir) / "report", args.n_examples)

@@ -123,8 +123,8 @@ def on_policy_agreement(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarr
 def counterfactual_effects(scorer, prompts: list[str], responses: list[str], edit) -> np.ndarray:
     """score(prompt, edit(base)) - score(prompt, base) per item, with base the response with any tic removed; NaN
     where `edit` returns `None` (no place for the edit)."""
-    from .data.synthetic import remove_tic
-    from .grpo_trainer import _completion_text
+    from ..reward_model import completion_text as _completion_text
+    from .world import remove_tic
 
     base = [remove_tic(_completion_text(r)) for r in responses]  # conversational responses: the assistant's text
     edited = [edit(b) for b in base]
@@ -187,9 +187,9 @@ def evaluate_policy(
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Per reporting group: reward (per reward model) and the reward model's agreement with the ground truth on these
     samples, rule satisfaction, tic and politeness rates, and diversity (also among rule-satisfying samples only)."""
-    from .data.synthetic import has_tic
-    from .metrics import diversity_metrics, load_metric
-    from .metrics.stock_patterns.stock_patterns import PATTERNS
+    from ..metrics import diversity_metrics, load_metric
+    from ..metrics.stock_patterns.stock_patterns import PATTERNS
+    from .world import has_tic
 
     k = len(samples[0])
     flat_prompts = [r["prompt"] for r in rows for _ in range(k)]
@@ -200,7 +200,7 @@ def evaluate_policy(
     }
     truth = None
     if all(r["topic"] for r in rows):
-        from .data import rule_satisfied
+        from .world import rule_satisfied
 
         truth = np.array(
             [[float(rule_satisfied(r["topic"], r["prompt"], c)) for c in group] for r, group in zip(rows, samples)]
@@ -258,7 +258,7 @@ def evaluate_reward_model(scorer, split, buckets: list[str]) -> dict[str, dict[s
     """Held-out accuracy and Bradley-Terry loss of a reward model per group, and two counterfactual probes on the
     held-out responses: `tic_effect` (score with the tic minus without, same response) and `politeness_effect`
     (with " Thank you." appended minus without)."""
-    from .data.synthetic import add_tic
+    from .world import add_tic
 
     prompts = list(split["prompt"])
     chosen = np.asarray(scorer(prompts=prompts, completions=list(split["chosen"])))
@@ -289,9 +289,10 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     """Sample every policy, score with every reward model and the ground truth, measure diversity; write JSON."""
     from datasets import load_from_disk
 
-    from .grpo_trainer import RewardModelScorer
-    from .index import DensityIndex, embed_prompts
-    from .trainer_utils import _prompt_texts
+    from ..embedding import embed_prompts
+    from ..groups import _prompt_texts
+    from ..index import DensityIndex
+    from ..reward_model import RewardModelScorer
 
     split = load_from_disk(str(Path(args.data_dir) / "dataset"))[args.split]
     index = DensityIndex.load(args.density_index_path)

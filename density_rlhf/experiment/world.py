@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from datasets import Dataset, DatasetDict
 
+from ..reward_model import completion_text
 from ..utils import normalize_text, pair_id, prompt_id
 
 
@@ -391,3 +392,15 @@ def make_synthetic_world(
     for rows in splits.values():
         order.shuffle(rows)
     return DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items()})
+
+
+class GroundTruthReward:
+    """Reward function: 1.0 when a completion satisfies its topic's rule in the synthetic world, else 0.0."""
+
+    __name__ = "ground_truth"
+
+    def __call__(self, prompts: list, completions: list, topic: list | None = None, **kwargs) -> list[float | None]:
+        if topic is None:
+            return [None] * len(prompts)
+        texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+        return [float(rule_satisfied(t, p, completion_text(c))) for t, p, c in zip(topic, texts, completions)]

@@ -8,11 +8,11 @@ from typing import Any
 
 from datasets import DatasetDict, concatenate_datasets
 
-from .pairs import PairStats
-from .prompts import write_prepared
-from .sources import CONVERTERS, load_pairs
-from .synthetic import make_synthetic_world
+from ..data.pairs import PairStats
+from ..data.prompts import write_prepared
+from ..data.sources import CONVERTERS, load_pairs
 from .tiny import train_tokenizer, write_tiny_models
+from .world import make_synthetic_world
 
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shlex
@@ -24,28 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from . import __version__
-from .cli import RECIPES_DIR, check_hardware, load_config, resolve_config
-from .index import BUCKETS
+from .. import __version__
+from .plots import make_plots
+from .recipe import RECIPES_DIR, check_hardware, load_config, resolve_config
+from .report import HYPOTHESES, ORACLE, RM_NAMES, RM_OF, aggregate, write_report
 
 
 logger = logging.getLogger(__name__)
 
 MARKER = ".density_rlhf_stage.json"
-HYPOTHESES = ("A", "B", "C", "D")
-ORACLE = "O"
-# Reward model used by each hypothesis: C reuses A's (uniform) RM and D reuses B's (density) RM; their
-# hypothesis files configure identical RM training, so the runner trains each RM once per seed.
-RM_OF = {"A": "A", "B": "B", "C": "A", "D": "B"}
-RM_NAMES = {"A": "uniform", "B": "density"}
-KEY_METRICS = ("rule_satisfied", "tic_rate", "politeness_rate", "reward/uniform", "reward/density",
-               "agreement/uniform", "agreement/density", "within/distinct_2", "within/embedding_diversity",
-               "within_satisfying/distinct_2", "within_satisfying/embedding_diversity", "across/embedding_diversity",
-               "across/self_bleu", "em_dash_rate")  # fmt: skip
-RM_METRICS = ("accuracy", "loss", "on_policy_agreement", "tic_effect", "politeness_effect")
-REPORT_GROUPS = ("rare_topics", "other_topics", "rare", "common", "all")
 
 
 @dataclass
@@ -170,7 +156,7 @@ class StageFailed(RuntimeError):
 @functools.cache
 def library_source_hash() -> str:
     """sha256 over the package's Python sources and version: a code change re-runs the stages it may affect."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # density_rlhf, library and experiment
     digest = hashlib.sha256(__version__.encode())
     for path in sorted(package.rglob("*.py")):
         digest.update(str(path.relative_to(package)).encode())
@@ -324,18 +310,11 @@ def check_stage_configs(stages: list[Stage]) -> None:
 
 
 def _script_types(script: str) -> tuple[list[type], str | None]:
-    """The dataclasses (and config section) each training recipe parses, as in its `__main__`."""
-    from trl import ModelConfig, SFTConfig
+    """The dataclasses (and config section) a training recipe parses: its `DATACLASSES` and `SECTION`."""
+    import importlib
 
-    from .cli import DensityScriptArguments
-    from .grpo_trainer import DensityGRPOConfig
-    from .reward_trainer import DensityRewardConfig
-
-    return {
-        "train_sft.py": ([DensityScriptArguments, SFTConfig, ModelConfig], None),
-        "train_rm.py": ([DensityScriptArguments, DensityRewardConfig, ModelConfig], "reward"),
-        "train_grpo.py": ([DensityScriptArguments, DensityGRPOConfig, ModelConfig], "grpo"),
-    }[script]
+    module = importlib.import_module(f"density_rlhf.recipes.{Path(script).stem}")
+    return list(module.DATACLASSES), module.SECTION
 
 
 def launcher_processes(launcher: str) -> int:
@@ -366,7 +345,7 @@ def validate_stage(stage: Stage, num_processes: int, produced: set[Path]) -> lis
 
     from transformers import TrainingArguments
 
-    from .cli import parse_args
+    from .recipe import parse_args
 
     types, section = _script_types(stage.script)
     # Validation only: precision and device are the GPU machine's business, the rest is checked as configured.
@@ -465,363 +444,6 @@ def run_stage(stage: Stage, launcher: str, log_dir: Path, index: int, total: int
 
 
 # --- statistics ---------------------------------------------------------------------------------------------------
-def _finite(values: list[float | None]) -> np.ndarray:
-    """The per-seed values that were measured (no `None`, no NaN)."""
-    return np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
-
-
-def mean_ci(values: list[float]) -> dict[str, Any]:
-    """Mean and 95% t-interval over seeds (no interval with one seed)."""
-    from scipy import stats
-
-    x = _finite(values)
-    out: dict[str, Any] = {"mean": float(x.mean()) if x.size else float("nan"), "n": int(x.size), "values": x.tolist()}
-    if x.size >= 2:
-        half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-        out.update(ci_low=out["mean"] - half, ci_high=out["mean"] + half)
-    else:
-        out.update(ci_low=None, ci_high=None)
-    return out
-
-
-def minimum_detectable_effect(values: list[float], power: float = 0.8, alpha: float = 0.05) -> float | None:
-    """Smallest true mean difference a paired two-sided t-test over these seeds detects with `power`:
-    (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n), with the observed sd. `None` below two seeds."""
-    from scipy import stats
-
-    x = _finite(values)
-    if x.size < 2:
-        return None
-    n = x.size
-    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * x.std(ddof=1) / math.sqrt(n))
-
-
-def p_value(values: list[float], null: float = 0.0) -> float | None:
-    """Two-sided one-sample t-test p-value of the seed differences against `null` (`None` below two seeds)."""
-    from scipy import stats
-
-    x = _finite(values)
-    if x.size < 2:
-        return None
-    if x.std(ddof=1) == 0:
-        return 0.0 if x.mean() != null else 1.0
-    return float(stats.ttest_1samp(x, null).pvalue)
-
-
-def holm(p_values: list[float | None], alpha: float = 0.05) -> list[bool | None]:
-    """Holm-Bonferroni step-down: which hypotheses are rejected at family-wise error `alpha` (`None` stays `None`)."""
-    known = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
-    rejected: list[bool | None] = [None if p is None else False for p in p_values]
-    m = len(known)
-    for rank, (p, i) in enumerate(known):
-        if p > alpha / (m - rank):
-            break
-        rejected[i] = True
-    return rejected
-
-
-def verdict(diff: dict[str, Any]) -> str:
-    if diff["ci_low"] is None:
-        return f"no detectable difference ({diff['n']} seed{'s' if diff['n'] != 1 else ''}: no interval)"
-    if diff["ci_low"] > 0:
-        return "higher"
-    if diff["ci_high"] < 0:
-        return "lower"
-    return "no detectable difference"
-
-
-def _difference(values: list[float]) -> dict[str, Any]:
-    stat = mean_ci(values)
-    stat.update(verdict=verdict(stat), mde=minimum_detectable_effect(values), p_value=p_value(values))
-    return stat
-
-
-def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """Mean and CI over seeds of every policy x group x metric and RM x group x metric; paired differences of
-    every arm against A (policies) and of the density RM against the uniform one, with Holm-corrected verdicts."""
-    seeds = sorted(per_seed)
-    first = per_seed[seeds[0]]
-    policies = list(first["policies"])
-    out: dict[str, Any] = {"seeds": seeds, "policies": {}, "reward_models": {}, "comparisons": {}}
-
-    def value(s, kind, name, group, metric):
-        found = per_seed[s][kind].get(name, {}).get(group, {}).get(metric)
-        return float("nan") if found is None else found  # null: not measurable there (e.g. tic probes on real data)
-
-    for p in policies:
-        groups = sorted({g for s in seeds for g in per_seed[s]["policies"][p]})
-        out["policies"][p] = {
-            g: {m: mean_ci([value(s, "policies", p, g, m) for s in seeds])
-                for m in sorted({m for s in seeds for m in per_seed[s]["policies"][p].get(g, {})})}
-            for g in groups
-        }  # fmt: skip
-    for rm in sorted(first["reward_models"]):
-        out["reward_models"][rm] = {
-            g: {m: mean_ci([value(s, "reward_models", rm, g, m) for s in seeds]) for m in RM_METRICS
-                if m in first["reward_models"][rm][g]}
-            for g in first["reward_models"][rm]
-        }  # fmt: skip
-    for p in policies:
-        if p == "A" or "A" not in policies:
-            continue
-        out["comparisons"][f"{p}-A"] = {
-            g: {m: _difference([value(s, "policies", p, g, m) - value(s, "policies", "A", g, m) for s in seeds])
-                for m in KEY_METRICS if not math.isnan(value(seeds[0], "policies", p, g, m))}
-            for g in out["policies"][p]
-        }  # fmt: skip
-    if {"uniform", "density"} <= set(out["reward_models"]):
-        out["comparisons"]["RM density-uniform"] = {
-            g: {m: _difference([value(s, "reward_models", "density", g, m) - value(s, "reward_models", "uniform", g, m)
-                                for s in seeds])
-                for m in out["reward_models"]["uniform"][g]}
-            for g in out["reward_models"]["uniform"]
-        }  # fmt: skip
-    out["primary_endpoints"] = primary_endpoints(per_seed, seeds)
-    # Everything else is exploratory: one Holm family over every comparison's p-value.
-    family = [(c, g, m) for c, block in out["comparisons"].items() for g, row in block.items() for m in row]
-    rejected = holm([out["comparisons"][c][g][m]["p_value"] for c, g, m in family])
-    for (c, g, m), rej in zip(family, rejected):
-        stat = out["comparisons"][c][g][m]
-        stat["holm_verdict"] = ("higher" if stat["mean"] > 0 else "lower") if rej else "no detectable difference"
-    out["exploratory_tests"] = len([r for r in rejected if r is not None])
-    return out
-
-
-# --- pre-registered primary endpoints ------------------------------------------------------------------------------
-# (name, what is compared, kind, key, group, metric, threshold, direction). A difference "X-Y" is X minus Y per
-# seed; the verdict asks whether the 95% interval lies beyond `threshold` in `direction`.
-PRIMARY_ENDPOINTS = (
-    ("Positive control: O raises rare-topic rule satisfaction above SFT + 0.2", ("O", "SFT"), "policies",
-     "rare_topics", "rule_satisfied", 0.2, "higher"),
-    ("Tic collapse: A raises the rare-topic tic rate above SFT by >= 0.2", ("A", "SFT"), "policies",
-     "rare_topics", "tic_rate", 0.2, "higher"),
-    ("The uniform RM rewards the tic on rare-topic responses (tic effect > 0)", ("uniform", None), "reward_models",
-     "rare_topics", "tic_effect", 0.0, "higher"),
-    ("RM accuracy on rare topics: density RM above uniform RM (B > A)", ("density", "uniform"), "reward_models",
-     "rare_topics", "accuracy", 0.0, "higher"),
-    ("RM tic effect on rare topics: density RM below uniform RM", ("density", "uniform"), "reward_models",
-     "rare_topics", "tic_effect", 0.0, "lower"),
-    ("Policy rule satisfaction on rare topics: B above A", ("B", "A"), "policies", "rare_topics",
-     "rule_satisfied", 0.0, "higher"),
-    ("Policy rule satisfaction on rare topics: C above A", ("C", "A"), "policies", "rare_topics",
-     "rule_satisfied", 0.0, "higher"),
-    ("Tic rate on rare topics: D below A (density sampling resists the collapse)", ("D", "A"), "policies",
-     "rare_topics", "tic_rate", 0.0, "lower"),
-)  # fmt: skip
-
-
-def primary_endpoints(per_seed: dict[int, dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
-    """The pre-registered endpoints: measured difference with 95% interval, minimum detectable effect and verdict."""
-    rows = []
-    for name, (x, y), kind, group, metric, threshold, direction in PRIMARY_ENDPOINTS:
-        xs = [per_seed[s][kind].get(x, {}).get(group, {}).get(metric) for s in seeds]
-        ys = [per_seed[s][kind].get(y, {}).get(group, {}).get(metric) if y else 0.0 for s in seeds]
-        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in xs + ys):
-            rows.append({"endpoint": name, "status": "not run"})
-            continue
-        diffs = [a - b for a, b in zip(xs, ys)]
-        stat = mean_ci(diffs)
-        stat["mde"] = minimum_detectable_effect(diffs)
-        if stat["ci_low"] is None:
-            decided = "undecided (one seed)"
-        elif direction == "higher":
-            decided = (
-                "supported"
-                if stat["ci_low"] > threshold
-                else ("contradicted" if stat["ci_high"] < threshold else "undecided")
-            )
-        else:
-            decided = (
-                "supported"
-                if stat["ci_high"] < -threshold
-                else ("contradicted" if stat["ci_low"] > -threshold else "undecided")
-            )
-        label = f"{x} - {y}" if y else x
-        rows.append({"endpoint": name, "difference": label, "group": group, "metric": metric, "threshold": threshold,
-                     "direction": direction, **stat, "verdict": decided})  # fmt: skip
-    return rows
-
-
-# --- report -------------------------------------------------------------------------------------------------------
-def _fmt_stat(stat: dict[str, Any] | None, digits: int = 3, signed: bool = False) -> str:
-    if stat is None or stat.get("mean") is None or (isinstance(stat["mean"], float) and math.isnan(stat["mean"])):
-        return "n/a"
-    sign = "+" if signed or "verdict" in stat else ""  # differences carry a sign, levels do not
-    text = f"{stat['mean']:{sign}.{digits}f}"
-    if stat.get("ci_low") is not None:
-        text += f" [{stat['ci_low']:{sign}.{digits}f}, {stat['ci_high']:{sign}.{digits}f}]"
-    return text
-
-
-def write_report(results: dict[str, Any], root: Path, plots: list[str]) -> Path:
-    seeds = results["seeds"]
-    lines = ["# Density-aware sampling: hypothesis report", ""]
-    lines.append(f"Seeds: {seeds} (each seed its own world unless `world_seed` was fixed). Means over seeds with "
-                 "95% t-intervals in brackets (none with one seed). MDE: the minimum detectable effect of a paired "
-                 "two-sided test over these seeds at 80% power.")  # fmt: skip
-    lines += ["", "## Primary endpoints (pre-registered)", "",
-              "| prediction | difference | group / metric | measured [95% CI] | MDE | verdict |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
-    for row in results["primary_endpoints"]:
-        if row.get("status") == "not run":
-            lines.append(f"| {row['endpoint']} | not run | | | | |")
-            continue
-        mde = f"{row['mde']:.3f}" if row.get("mde") is not None else "n/a"
-        lines.append(f"| {row['endpoint']} | {row['difference']} | {row['group']} / {row['metric']} | "
-                     f"{_fmt_stat(row, signed=True)} | {mde} | {row['verdict']} |")  # fmt: skip
-    lines += ["", "A verdict is `supported` when the interval lies beyond the threshold in the predicted direction, "
-              "`contradicted` when it lies on the other side, `undecided` otherwise.", ""]  # fmt: skip
-    lines += ["## Exploratory (Holm-corrected over "
-              f"{results.get('exploratory_tests', 0)} tests)", ""]  # fmt: skip
-    rms = results["reward_models"]
-    lines += ["### Reward models on held-out pairs", "",
-              "| RM | group | accuracy | loss | on-policy agreement (SFT samples) | tic effect | politeness effect |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for rm, groups in rms.items():
-        for g in (*REPORT_GROUPS, *sorted(k for k in groups if k.startswith("topic/"))):
-            if g in groups:
-                row = groups[g]
-                cells = [_fmt_stat(row.get(m)) for m in RM_METRICS]
-                lines.append(f"| {rm} | {g} | " + " | ".join(cells) + " |")
-    policies = list(results["policies"])
-    lines += ["", "### Policies on held-out prompts", ""]
-    for group in REPORT_GROUPS:
-        lines += [f"#### {group}", "", "| metric | " + " | ".join(policies) + " |", "|---" * (len(policies) + 1) + "|"]
-        for m in KEY_METRICS:
-            cells = [_fmt_stat(results["policies"][p].get(group, {}).get(m)) for p in policies]
-            if any(c != "n/a" for c in cells):
-                lines.append(f"| {m} | " + " | ".join(cells) + " |")
-        lines.append("")
-    topics = sorted({g for p in policies for g in results["policies"][p] if g.startswith("topic/")})
-    if topics:
-        lines += ["#### rule satisfaction by topic", "", "| topic | " + " | ".join(policies) + " |",
-                  "|---" * (len(policies) + 1) + "|"]  # fmt: skip
-        for t in topics:
-            cells = [_fmt_stat(results["policies"][p].get(t, {}).get("rule_satisfied")) for p in policies]
-            lines.append(f"| {t.split('/', 1)[1]} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["### Differences (Holm-corrected verdicts)", ""]
-    for comparison, block in results["comparisons"].items():
-        groups = [g for g in REPORT_GROUPS if g in block]
-        lines += [
-            f"#### {comparison}",
-            "",
-            "| metric | " + " | ".join(groups) + " |",
-            "|---" * (len(groups) + 1) + "|",
-        ]
-        metrics = sorted({m for g in groups for m in block[g]}, key=lambda m: (m not in KEY_METRICS, m))
-        for m in metrics:
-            cells = []
-            for g in groups:
-                stat = block[g].get(m)
-                cells.append(f"{_fmt_stat(stat)} ({stat['holm_verdict']})" if stat else "n/a")
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
-    path = root / "report.md"
-    path.write_text("\n".join(lines))
-    return path
-
-
-def make_plots(results: dict[str, Any], root: Path, density_dir: Path, hypotheses: list[str]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .index import DensityIndex
-
-    paths = []
-
-    def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(root / name, dpi=110)
-        plt.close(fig)
-        paths.append(str(root / name))
-
-    index = DensityIndex.load(density_dir, load_faiss=False)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    w = np.log10(index.weights)
-    buckets = np.array(index.buckets)
-    for b in BUCKETS:
-        ax.hist(w[buckets == b], bins=30, alpha=0.6, label=f"{b} ({(buckets == b).sum()})")
-    ax.set(xlabel="log10 sampling weight", ylabel="prompts", title="Density weights by bucket")
-    ax.legend()
-    save(fig, "weights_by_bucket.png")
-
-    def bars(ax, series: dict[str, list[dict]], groups: list[str], ylabel: str):
-        width = 0.8 / max(1, len(series))
-        for i, (label, stats) in enumerate(series.items()):
-            means = [s["mean"] if s else np.nan for s in stats]
-            err = [[(s["mean"] - s["ci_low"]) if s and s.get("ci_low") is not None else 0 for s in stats],
-                   [(s["ci_high"] - s["mean"]) if s and s.get("ci_high") is not None else 0 for s in stats]]  # fmt: skip
-            ax.bar(np.arange(len(groups)) + i * width, means, width, yerr=err, capsize=3, label=label)
-        ax.set_xticks(np.arange(len(groups)) + width * (len(series) - 1) / 2, groups)
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8)
-
-    rms = results["reward_models"]
-    groups = [g for g in REPORT_GROUPS if all(g in rms[r] for r in rms)]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
-    bars(axes[0], {f"RM {r}": [rms[r][g]["accuracy"] for g in groups] for r in rms}, groups, "held-out accuracy")
-    axes[0].set_title("Reward-model accuracy (error bars: 95% CI over seeds)")
-    bars(axes[1], {f"RM {r}": [rms[r][g].get("tic_effect") for g in groups] for r in rms}, groups, "tic effect")
-    axes[1].set_title("Counterfactual tic effect (score with - without)")
-    save(fig, "rm_accuracy.png")
-
-    pols = results["policies"]
-    groups = [g for g in REPORT_GROUPS if all(g in pols[p] for p in pols)]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
-    for ax, metric in zip(axes, ("rule_satisfied", "tic_rate")):
-        bars(ax, {p: [pols[p].get(g, {}).get(metric) for g in groups] for p in pols}, groups, metric)
-    axes[0].set_title("Ground-truth rule satisfaction")
-    axes[1].set_title("Tic rate (em-dash between sentences or items)")
-    save(fig, "policy_by_group.png")
-
-    div = (
-        "within/distinct_2",
-        "within/embedding_diversity",
-        "across/embedding_diversity",
-        "across/self_bleu",
-        "across/token_gini",
-    )
-    fig, axes = plt.subplots(1, len(div), figsize=(3 * len(div), 3.2))
-    for ax, metric in zip(axes, div):
-        stats = [pols[p]["all"].get(metric) for p in pols]
-        ax.bar(range(len(pols)), [s["mean"] if s else np.nan for s in stats], yerr=[
-            [(s["mean"] - s["ci_low"]) if s and s.get("ci_low") is not None else 0 for s in stats],
-            [(s["ci_high"] - s["mean"]) if s and s.get("ci_high") is not None else 0 for s in stats]], capsize=3)  # fmt: skip
-        ax.set_xticks(range(len(pols)), list(pols))
-        ax.set_title(metric, fontsize=9)
-    save(fig, "diversity.png")
-
-    seed = results["seeds"][0]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    for h in sorted({RM_OF[h] for h in hypotheses}):
-        hist = _log_history(root / f"seed{seed}" / f"rm_{h.lower()}")
-        steps = [e["step"] for e in hist if "loss" in e]
-        axes[0].plot(steps, [e["loss"] for e in hist if "loss" in e], label=f"RM {RM_NAMES[h]}")
-    axes[0].set(xlabel="step", ylabel="loss", title=f"Reward-model training (seed {seed})")
-    # Each hypothesis optimizes its own reward model, so raw rewards are not comparable across A/C and B/D; the
-    # ground-truth rule satisfaction is, and is what the curves show when the data has it.
-    for h in [p for p in results["policies"] if p != "SFT"]:
-        hist = _log_history(root / f"seed{seed}" / f"grpo_{h.lower()}")
-        key = "rewards/ground_truth/mean" if any("rewards/ground_truth/mean" in e for e in hist) else "reward"
-        steps = [e["step"] for e in hist if key in e]
-        axes[1].plot(steps, [e[key] for e in hist if key in e], label=h)
-        axes[1].set(xlabel="step", ylabel=key.split("/")[1] if "/" in key else key)
-    axes[1].set_title(f"GRPO training batches: ground-truth satisfaction (seed {seed})")
-    for ax in axes:
-        ax.legend(fontsize=8)
-    save(fig, "training_curves.png")
-    return paths
-
-
-def _log_history(stage_dir: Path) -> list[dict[str, Any]]:
-    path = stage_dir / "trainer_state.json"
-    return json.loads(path.read_text())["log_history"] if path.exists() else []
-
-
 def run_all(stages: list[Stage], launcher: str, log_dir: Path, max_parallel: int) -> list[dict[str, Any]]:
     """Run the stages, up to `max_parallel` at once as their dependencies finish; the first failure stops new
     stages, lets the running ones finish, and is raised."""

@@ -1,0 +1,146 @@
+"""The saved form of a `DensityIndex`: arrays as `.npy` (no pickle), ids and prompts as JSON, the FAISS index,
+`metadata.json` with a sha256 of every file (verified on load), written atomically; and its Hub upload and card."""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+
+if TYPE_CHECKING:
+    from .index import DensityIndex
+
+_FILES = {
+    "embeddings": "embeddings.npy",
+    "knn_distances": "knn_distances.npy",
+    "knn_indices": "knn_indices.npy",
+    "weights": "weights.npy",
+    "log_density": "log_density.npy",
+    "duplicate_of": "duplicate_of.npy",
+    "prompt_ids": "prompt_ids.json",
+    "prompts": "prompts.json",
+    "index": "index.faiss",
+}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_index(self: "DensityIndex", directory: str | Path) -> Path:
+    """Write the index atomically to `directory` (temporary directory, then rename)."""
+    import faiss
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        arrays = {
+            "embeddings": self.embeddings, "knn_distances": self.knn_distances, "knn_indices": self.knn_indices,
+            "weights": self.weights, "log_density": self.log_density, "duplicate_of": self.duplicate_of,
+        }  # fmt: skip
+        for key, array in arrays.items():
+            np.save(tmp / _FILES[key], np.ascontiguousarray(array), allow_pickle=False)
+        (tmp / _FILES["prompt_ids"]).write_text(json.dumps(self.prompt_ids))
+        if self.prompts is not None:
+            (tmp / _FILES["prompts"]).write_text(json.dumps(self.prompts, ensure_ascii=False))
+        if self.faiss_index is not None:
+            index = self.faiss_index
+            if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
+                index = faiss.index_gpu_to_cpu(index)
+            faiss.write_index(index, str(tmp / _FILES["index"]))
+        files = sorted(p.name for p in tmp.iterdir())
+        metadata = {**self.metadata, "summary": self.summary(), "files": {f: _sha256(tmp / f) for f in files}}
+        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_index(
+    cls: type, directory: str | Path, *, embedder: str | None = None, dim: int | None = None,
+    prompt_ids: Sequence[str] | None = None, load_faiss: bool = True,
+) -> "DensityIndex":  # fmt: skip
+    """Load and verify (sha256 of every file) an index written by `save`; optional compatibility checks."""
+    directory = Path(directory)
+    meta_path = directory / "metadata.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path} not found: {directory} is not a saved DensityIndex.")
+    metadata = json.loads(meta_path.read_text())
+    for name, digest in metadata.pop("files").items():
+        path = directory / name
+        if not path.exists() or _sha256(path) != digest:
+            raise ValueError(f"{path} is missing or does not match its checksum; the index is corrupt, rebuild it.")
+    metadata.pop("summary", None)
+    arrays = {
+        key: np.load(directory / _FILES[key], allow_pickle=False)
+        for key in ("embeddings", "knn_distances", "knn_indices", "duplicate_of")
+        if (directory / _FILES[key]).exists()
+    }
+    if "duplicate_of" not in arrays:
+        raise ValueError(f"{directory} was written by density_rlhf < 0.2 (no duplicate groups); rebuild the index.")
+    ids = json.loads((directory / _FILES["prompt_ids"]).read_text())
+    if len(ids) != metadata["n"] or arrays["embeddings"].shape != (metadata["n"], metadata["dim"]):
+        raise ValueError(f"{directory}: array shapes disagree with metadata.json; rebuild the index.")
+    faiss_index = None
+    if load_faiss and (directory / _FILES["index"]).exists():
+        import faiss
+
+        faiss_index = faiss.read_index(str(directory / _FILES["index"]))
+    prompts_path = directory / _FILES["prompts"]
+    prompts = json.loads(prompts_path.read_text()) if prompts_path.exists() else None
+    index = cls(
+        ids, arrays["embeddings"], arrays["knn_distances"], arrays["knn_indices"], metadata, faiss_index,
+        duplicate_of=arrays["duplicate_of"], prompts=prompts,
+    )  # fmt: skip
+    index.check_compatible(embedder=embedder, dim=dim, prompt_ids=prompt_ids)
+    return index
+
+
+def push_index_to_hub(
+    self: "DensityIndex", repo_id: str, *, private: bool | None = None, commit_message: str | None = None
+) -> str:
+    """Upload the saved index as a Hub dataset repo with a small card. The token comes from the environment."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_index(self, Path(tmp) / "index")
+        (folder / "README.md").write_text(index_card(self, repo_id))
+        commit = api.upload_folder(
+            repo_id=repo_id, repo_type="dataset", folder_path=str(folder),
+            commit_message=commit_message or "Upload density index",
+        )  # fmt: skip
+    return getattr(commit, "commit_url", str(commit))
+
+
+def index_card(self: "DensityIndex", repo_id: str) -> str:
+    s = self.summary()
+    rows = "\n".join(f"| {key} | {value} |" for key, value in s.items())
+    return (
+        f"---\ntags:\n- density-rlhf\n---\n\n# {repo_id}\n\nA `density_rlhf.DensityIndex`: prompt embeddings, a FAISS "
+        "kNN index and density-based sampling weights.\n\n```python\nfrom density_rlhf import DensityIndex\n"
+        "from huggingface_hub import snapshot_download\n\n"
+        f'index = DensityIndex.load(snapshot_download("{repo_id}", repo_type="dataset"))\n```\n\n'
+        f"| field | value |\n|---|---|\n{rows}\n"
+    )

@@ -1,0 +1,171 @@
+"""The density fields every density-sampling config carries, and `density_config()` to add them to any TRL config."""
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from .sampler import MISSING_POLICIES, PAIR_WEIGHTINGS
+from .schedule import SCHEDULES
+
+
+HYPOTHESES = ("A", "B", "C", "D", "O")  # O: the oracle (ground-truth reward) positive control
+
+
+@dataclass
+class DensityConfigMixin:
+    r"""
+    Density fields shared by every density-sampling config ([`DensityRewardConfig`], [`DensityGRPOConfig`] and the
+    configs `density_config()` builds).
+
+    Parameters:
+        hypothesis (`str` or `None`, *optional*):
+            Label of the experiment (`A`, `B`, `C`, `D`, or `O` for the ground-truth oracle), written into the model
+            card.
+        density_sampling (`bool`, *optional*, defaults to `False`):
+            Sample training rows with probability ∝ density^-alpha of their prompt. Needs `density_index_path`
+            (or a `density_index`/`density_sampler` passed to the trainer).
+        density_index_path (`str` or `None`, *optional*):
+            Directory of a saved [`DensityIndex`]. Also used, with sampling off, to log per-bucket metrics.
+        density_alpha / density_estimator / density_max_weight_ratio / density_uniform_mix (*optional*):
+            Override the index's weighting (see [`DensityIndex.reweight`]); `None` keeps the index's values.
+        density_pair_weighting (`str`, *optional*, defaults to `"per_pair"`):
+            `per_pair` gives every pair its prompt's weight; `per_prompt` splits it across the prompt's pairs.
+        density_missing (`str`, *optional*, defaults to `"error"`):
+            Rows whose prompt id is not in the index: `error`, or `uniform` (mean weight, counted and logged).
+        prompt_id_column (`str`, *optional*, defaults to `"prompt_id"`):
+            Dataset column holding `density_rlhf.prompt_id(prompt)`.
+        density_bucket_column (`str` or `None`, *optional*):
+            Use this dataset column as the rare/mid/common bucket instead of the index's buckets.
+        density_bucket_quantiles (`list[float]` or `None`, *optional*):
+            Override the index's density quantiles separating rare / mid / common.
+        eval_group_columns (`list[str]` or `None`, *optional*):
+            Extra columns to report evaluation metrics by; default `topic` and `is_rare` when present.
+        record_seen_ids (`bool`, *optional*, defaults to `False`):
+            Write the `id` of every training row each rank saw to `<output_dir>/seen_ids_rank<k>.json`, in order
+            (an audit of what the sampler fed each process).
+        density_alpha_schedule (`str`, *optional*, defaults to `"constant"`):
+            `constant` samples by the index's alpha throughout; `linear` or `cosine` move alpha per epoch from
+            `density_alpha_start` to the index's alpha (or `density_alpha`) over `density_schedule_epochs` epochs,
+            with the index's clipping and mixing at every epoch (`density_rlhf.schedule`). Resumable; logged as
+            `density/alpha`.
+        density_alpha_start (`float`, *optional*, defaults to `0.0`):
+            alpha of the first epoch of a `linear` or `cosine` schedule (0 = uniform).
+        density_schedule_epochs (`int`, *optional*, defaults to `1`):
+            Epochs a `linear` or `cosine` schedule spans.
+    """
+
+    hypothesis: str | None = field(default=None, metadata={"help": "Experiment label (A, B, C or D) for the card."})
+    density_sampling: bool = field(default=False, metadata={"help": "Sample rows by inverse prompt density."})
+    density_index_path: str | None = field(default=None, metadata={"help": "Directory of a saved DensityIndex."})
+    density_alpha: float | None = field(default=None, metadata={"help": "Override the index's alpha."})
+    density_estimator: str | None = field(default=None, metadata={"help": "Override the index's estimator."})
+    density_max_weight_ratio: float | None = field(default=None, metadata={"help": "Clip weights to this max/min."})
+    density_uniform_mix: float | None = field(default=None, metadata={"help": "Mix weights with uniform."})
+    density_pair_weighting: str = field(default="per_pair", metadata={"help": f"One of {PAIR_WEIGHTINGS}."})
+    density_missing: str = field(default="error", metadata={"help": f"One of {MISSING_POLICIES}."})
+    prompt_id_column: str = field(default="prompt_id", metadata={"help": "Column with the prompt id."})
+    density_bucket_column: str | None = field(default=None, metadata={"help": "Precomputed bucket column."})
+    density_bucket_quantiles: list[float] | None = field(
+        default=None, metadata={"help": "Density quantiles separating rare/mid/common."}
+    )
+    eval_group_columns: list[str] | None = field(
+        default=None, metadata={"help": "Columns to report eval metrics by (default: topic, is_rare if present)."}
+    )
+    record_seen_ids: bool = field(
+        default=False,
+        metadata={"help": "Write the `id` of every training row each rank saw to <output_dir>/seen_ids_rank<k>.json."},
+    )
+
+    density_alpha_schedule: str = field(default="constant", metadata={"help": f"alpha schedule: one of {SCHEDULES}."})
+    density_alpha_start: float = field(default=0.0, metadata={"help": "alpha at the first epoch of a schedule."})
+    density_schedule_epochs: int = field(default=1, metadata={"help": "Epochs a linear/cosine alpha schedule spans."})
+
+    # Hypotheses whose weighting applies to this config's trainer (set by each config class).
+    _density_hypotheses: ClassVar[tuple[str, ...]] = ()
+
+    def _validate_density_fields(self) -> None:
+        if self.hypothesis is not None and self.hypothesis not in HYPOTHESES:
+            raise ValueError(f"hypothesis must be one of {HYPOTHESES} or None, got {self.hypothesis!r}.")
+        if (
+            self.hypothesis is not None
+            and self._density_hypotheses
+            and self.density_sampling != (self.hypothesis in self._density_hypotheses)
+        ):
+            want = self.hypothesis in self._density_hypotheses
+            raise ValueError(
+                f"hypothesis {self.hypothesis!r} means density_sampling={want} for {type(self).__name__} (density "
+                f"weighting here is hypotheses {list(self._density_hypotheses)}): set `density_sampling: {str(want).lower()}` "
+                "or change `hypothesis`."
+            )
+        if self.density_pair_weighting not in PAIR_WEIGHTINGS:
+            raise ValueError(
+                f"density_pair_weighting must be one of {PAIR_WEIGHTINGS}, got {self.density_pair_weighting!r}."
+            )
+        if self.density_missing not in MISSING_POLICIES:
+            raise ValueError(f"density_missing must be one of {MISSING_POLICIES}, got {self.density_missing!r}.")
+        if self.density_alpha_schedule not in SCHEDULES:
+            raise ValueError(
+                f"density_alpha_schedule must be one of {SCHEDULES}, got {self.density_alpha_schedule!r}."
+            )
+        if self.density_alpha_schedule == "constant" and (
+            self.density_alpha_start != 0.0 or self.density_schedule_epochs != 1
+        ):
+            raise ValueError(
+                "density_alpha_start and density_schedule_epochs apply to a schedule: set density_alpha_schedule to "
+                "`linear` or `cosine`, or remove them."
+            )
+        if self.density_alpha_schedule != "constant" and not self.density_sampling:
+            raise ValueError(
+                f"density_alpha_schedule={self.density_alpha_schedule!r} changes sampling weights; it needs "
+                "density_sampling: true."
+            )
+        if self.density_alpha_start < 0 or self.density_schedule_epochs < 1:
+            raise ValueError("density_alpha_start must be >= 0 and density_schedule_epochs >= 1.")
+        if self.density_alpha is not None and self.density_alpha < 0:
+            raise ValueError(f"density_alpha must be >= 0, got {self.density_alpha}.")
+        if self.density_bucket_quantiles is not None and len(self.density_bucket_quantiles) != 2:
+            raise ValueError("density_bucket_quantiles needs two values, e.g. `--density_bucket_quantiles 0.2 0.8`.")
+
+
+_CONFIG_CACHE: dict[type, type] = {}
+
+
+def density_config(config_cls: type) -> type:
+    """`config_cls` (a `transformers.TrainingArguments` subclass such as `trl.DPOConfig`) with the density fields of
+    [`DensityConfigMixin`] and their validation, as a new dataclass `Density<Name>` that `TrlParser` can parse.
+
+    ```python
+    from trl import DPOConfig
+    DensityDPOConfig = density_config(DPOConfig)
+    args = DensityDPOConfig("out", density_sampling=True, density_index_path="outputs/density")
+    ```
+    """
+    from transformers import TrainingArguments
+
+    if not (isinstance(config_cls, type) and issubclass(config_cls, TrainingArguments)):
+        raise TypeError(f"density_config needs a TrainingArguments subclass, got {config_cls!r}.")
+    if issubclass(config_cls, DensityConfigMixin):
+        return config_cls
+    if config_cls not in _CONFIG_CACHE:
+
+        def __post_init__(self):
+            config_cls.__post_init__(self)
+            self._validate_density_fields()
+
+        name = f"Density{config_cls.__name__}"
+        namespace = {"__post_init__": __post_init__, "__doc__": f"[`{config_cls.__name__}`] plus the density fields "
+                     "of [`DensityConfigMixin`].", "__module__": __name__, "__qualname__": name}  # fmt: skip
+        _CONFIG_CACHE[config_cls] = dataclasses.dataclass(type(name, (DensityConfigMixin, config_cls), namespace))
+        globals().setdefault(name, _CONFIG_CACHE[config_cls])  # Trainer pickles `training_args.bin` by name
+    return _CONFIG_CACHE[config_cls]
+
+
+def __getattr__(name: str) -> type:
+    """`density_rlhf.config.DensityDPOConfig` and the like, for TRL's configs: unpickling a saved
+    `training_args.bin` looks the class up by name in a process that may not have built it yet."""
+    import trl
+
+    base = getattr(trl, name.removeprefix("Density"), None) if name.startswith("Density") else None
+    if isinstance(base, type):
+        return density_config(base)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

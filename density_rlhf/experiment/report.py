@@ -1,0 +1,209 @@
+"""The experiment's results over seeds: `results.json` (aggregate), the pre-registered primary endpoints and
+`report.md`."""
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .stats import _difference, holm, mean_ci, minimum_detectable_effect
+
+
+HYPOTHESES = ("A", "B", "C", "D")
+ORACLE = "O"
+# Reward model used by each hypothesis: C reuses A's (uniform) RM and D reuses B's (density) RM; their
+# hypothesis files configure identical RM training, so the runner trains each RM once per seed.
+RM_OF = {"A": "A", "B": "B", "C": "A", "D": "B"}
+RM_NAMES = {"A": "uniform", "B": "density"}
+KEY_METRICS = ("rule_satisfied", "tic_rate", "politeness_rate", "reward/uniform", "reward/density",
+               "agreement/uniform", "agreement/density", "within/distinct_2", "within/embedding_diversity",
+               "within_satisfying/distinct_2", "within_satisfying/embedding_diversity", "across/embedding_diversity",
+               "across/self_bleu", "em_dash_rate")  # fmt: skip
+RM_METRICS = ("accuracy", "loss", "on_policy_agreement", "tic_effect", "politeness_effect")
+REPORT_GROUPS = ("rare_topics", "other_topics", "rare", "common", "all")
+
+
+def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and CI over seeds of every policy x group x metric and RM x group x metric; paired differences of
+    every arm against A (policies) and of the density RM against the uniform one, with Holm-corrected verdicts."""
+    seeds = sorted(per_seed)
+    first = per_seed[seeds[0]]
+    policies = list(first["policies"])
+    out: dict[str, Any] = {"seeds": seeds, "policies": {}, "reward_models": {}, "comparisons": {}}
+
+    def value(s, kind, name, group, metric):
+        found = per_seed[s][kind].get(name, {}).get(group, {}).get(metric)
+        return float("nan") if found is None else found  # null: not measurable there (e.g. tic probes on real data)
+
+    for p in policies:
+        groups = sorted({g for s in seeds for g in per_seed[s]["policies"][p]})
+        out["policies"][p] = {
+            g: {m: mean_ci([value(s, "policies", p, g, m) for s in seeds])
+                for m in sorted({m for s in seeds for m in per_seed[s]["policies"][p].get(g, {})})}
+            for g in groups
+        }  # fmt: skip
+    for rm in sorted(first["reward_models"]):
+        out["reward_models"][rm] = {
+            g: {m: mean_ci([value(s, "reward_models", rm, g, m) for s in seeds]) for m in RM_METRICS
+                if m in first["reward_models"][rm][g]}
+            for g in first["reward_models"][rm]
+        }  # fmt: skip
+    for p in policies:
+        if p == "A" or "A" not in policies:
+            continue
+        out["comparisons"][f"{p}-A"] = {
+            g: {m: _difference([value(s, "policies", p, g, m) - value(s, "policies", "A", g, m) for s in seeds])
+                for m in KEY_METRICS if not math.isnan(value(seeds[0], "policies", p, g, m))}
+            for g in out["policies"][p]
+        }  # fmt: skip
+    if {"uniform", "density"} <= set(out["reward_models"]):
+        out["comparisons"]["RM density-uniform"] = {
+            g: {m: _difference([value(s, "reward_models", "density", g, m) - value(s, "reward_models", "uniform", g, m)
+                                for s in seeds])
+                for m in out["reward_models"]["uniform"][g]}
+            for g in out["reward_models"]["uniform"]
+        }  # fmt: skip
+    out["primary_endpoints"] = primary_endpoints(per_seed, seeds)
+    # Everything else is exploratory: one Holm family over every comparison's p-value.
+    family = [(c, g, m) for c, block in out["comparisons"].items() for g, row in block.items() for m in row]
+    rejected = holm([out["comparisons"][c][g][m]["p_value"] for c, g, m in family])
+    for (c, g, m), rej in zip(family, rejected):
+        stat = out["comparisons"][c][g][m]
+        stat["holm_verdict"] = ("higher" if stat["mean"] > 0 else "lower") if rej else "no detectable difference"
+    out["exploratory_tests"] = len([r for r in rejected if r is not None])
+    return out
+
+
+# --- pre-registered primary endpoints ------------------------------------------------------------------------------
+# (name, what is compared, kind, key, group, metric, threshold, direction). A difference "X-Y" is X minus Y per
+# seed; the verdict asks whether the 95% interval lies beyond `threshold` in `direction`.
+PRIMARY_ENDPOINTS = (
+    ("Positive control: O raises rare-topic rule satisfaction above SFT + 0.2", ("O", "SFT"), "policies",
+     "rare_topics", "rule_satisfied", 0.2, "higher"),
+    ("Tic collapse: A raises the rare-topic tic rate above SFT by >= 0.2", ("A", "SFT"), "policies",
+     "rare_topics", "tic_rate", 0.2, "higher"),
+    ("The uniform RM rewards the tic on rare-topic responses (tic effect > 0)", ("uniform", None), "reward_models",
+     "rare_topics", "tic_effect", 0.0, "higher"),
+    ("RM accuracy on rare topics: density RM above uniform RM (B > A)", ("density", "uniform"), "reward_models",
+     "rare_topics", "accuracy", 0.0, "higher"),
+    ("RM tic effect on rare topics: density RM below uniform RM", ("density", "uniform"), "reward_models",
+     "rare_topics", "tic_effect", 0.0, "lower"),
+    ("Policy rule satisfaction on rare topics: B above A", ("B", "A"), "policies", "rare_topics",
+     "rule_satisfied", 0.0, "higher"),
+    ("Policy rule satisfaction on rare topics: C above A", ("C", "A"), "policies", "rare_topics",
+     "rule_satisfied", 0.0, "higher"),
+    ("Tic rate on rare topics: D below A (density sampling resists the collapse)", ("D", "A"), "policies",
+     "rare_topics", "tic_rate", 0.0, "lower"),
+)  # fmt: skip
+
+
+def primary_endpoints(per_seed: dict[int, dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+    """The pre-registered endpoints: measured difference with 95% interval, minimum detectable effect and verdict."""
+    rows = []
+    for name, (x, y), kind, group, metric, threshold, direction in PRIMARY_ENDPOINTS:
+        xs = [per_seed[s][kind].get(x, {}).get(group, {}).get(metric) for s in seeds]
+        ys = [per_seed[s][kind].get(y, {}).get(group, {}).get(metric) if y else 0.0 for s in seeds]
+        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in xs + ys):
+            rows.append({"endpoint": name, "status": "not run"})
+            continue
+        diffs = [a - b for a, b in zip(xs, ys)]
+        stat = mean_ci(diffs)
+        stat["mde"] = minimum_detectable_effect(diffs)
+        if stat["ci_low"] is None:
+            decided = "undecided (one seed)"
+        elif direction == "higher":
+            decided = (
+                "supported"
+                if stat["ci_low"] > threshold
+                else ("contradicted" if stat["ci_high"] < threshold else "undecided")
+            )
+        else:
+            decided = (
+                "supported"
+                if stat["ci_high"] < -threshold
+                else ("contradicted" if stat["ci_low"] > -threshold else "undecided")
+            )
+        label = f"{x} - {y}" if y else x
+        rows.append({"endpoint": name, "difference": label, "group": group, "metric": metric, "threshold": threshold,
+                     "direction": direction, **stat, "verdict": decided})  # fmt: skip
+    return rows
+
+
+# --- report -------------------------------------------------------------------------------------------------------
+def _fmt_stat(stat: dict[str, Any] | None, digits: int = 3, signed: bool = False) -> str:
+    if stat is None or stat.get("mean") is None or (isinstance(stat["mean"], float) and math.isnan(stat["mean"])):
+        return "n/a"
+    sign = "+" if signed or "verdict" in stat else ""  # differences carry a sign, levels do not
+    text = f"{stat['mean']:{sign}.{digits}f}"
+    if stat.get("ci_low") is not None:
+        text += f" [{stat['ci_low']:{sign}.{digits}f}, {stat['ci_high']:{sign}.{digits}f}]"
+    return text
+
+
+def write_report(results: dict[str, Any], root: Path, plots: list[str]) -> Path:
+    seeds = results["seeds"]
+    lines = ["# Density-aware sampling: hypothesis report", ""]
+    lines.append(f"Seeds: {seeds} (each seed its own world unless `world_seed` was fixed). Means over seeds with "
+                 "95% t-intervals in brackets (none with one seed). MDE: the minimum detectable effect of a paired "
+                 "two-sided test over these seeds at 80% power.")  # fmt: skip
+    lines += ["", "## Primary endpoints (pre-registered)", "",
+              "| prediction | difference | group / metric | measured [95% CI] | MDE | verdict |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for row in results["primary_endpoints"]:
+        if row.get("status") == "not run":
+            lines.append(f"| {row['endpoint']} | not run | | | | |")
+            continue
+        mde = f"{row['mde']:.3f}" if row.get("mde") is not None else "n/a"
+        lines.append(f"| {row['endpoint']} | {row['difference']} | {row['group']} / {row['metric']} | "
+                     f"{_fmt_stat(row, signed=True)} | {mde} | {row['verdict']} |")  # fmt: skip
+    lines += ["", "A verdict is `supported` when the interval lies beyond the threshold in the predicted direction, "
+              "`contradicted` when it lies on the other side, `undecided` otherwise.", ""]  # fmt: skip
+    lines += ["## Exploratory (Holm-corrected over "
+              f"{results.get('exploratory_tests', 0)} tests)", ""]  # fmt: skip
+    rms = results["reward_models"]
+    lines += ["### Reward models on held-out pairs", "",
+              "| RM | group | accuracy | loss | on-policy agreement (SFT samples) | tic effect | politeness effect |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for rm, groups in rms.items():
+        for g in (*REPORT_GROUPS, *sorted(k for k in groups if k.startswith("topic/"))):
+            if g in groups:
+                row = groups[g]
+                cells = [_fmt_stat(row.get(m)) for m in RM_METRICS]
+                lines.append(f"| {rm} | {g} | " + " | ".join(cells) + " |")
+    policies = list(results["policies"])
+    lines += ["", "### Policies on held-out prompts", ""]
+    for group in REPORT_GROUPS:
+        lines += [f"#### {group}", "", "| metric | " + " | ".join(policies) + " |", "|---" * (len(policies) + 1) + "|"]
+        for m in KEY_METRICS:
+            cells = [_fmt_stat(results["policies"][p].get(group, {}).get(m)) for p in policies]
+            if any(c != "n/a" for c in cells):
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    topics = sorted({g for p in policies for g in results["policies"][p] if g.startswith("topic/")})
+    if topics:
+        lines += ["#### rule satisfaction by topic", "", "| topic | " + " | ".join(policies) + " |",
+                  "|---" * (len(policies) + 1) + "|"]  # fmt: skip
+        for t in topics:
+            cells = [_fmt_stat(results["policies"][p].get(t, {}).get("rule_satisfied")) for p in policies]
+            lines.append(f"| {t.split('/', 1)[1]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["### Differences (Holm-corrected verdicts)", ""]
+    for comparison, block in results["comparisons"].items():
+        groups = [g for g in REPORT_GROUPS if g in block]
+        lines += [
+            f"#### {comparison}",
+            "",
+            "| metric | " + " | ".join(groups) + " |",
+            "|---" * (len(groups) + 1) + "|",
+        ]
+        metrics = sorted({m for g in groups for m in block[g]}, key=lambda m: (m not in KEY_METRICS, m))
+        for m in metrics:
+            cells = []
+            for g in groups:
+                stat = block[g].get(m)
+                cells.append(f"{_fmt_stat(stat)} ({stat['holm_verdict']})" if stat else "n/a")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
+    path = root / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,355 @@
+"""Density sampling for any `transformers.Trainer` subclass: `DensitySamplingMixin` and `with_density_sampling`.
+
+The mixin overrides one sampling hook, `_get_train_sampler`: it takes the sampler the trainer built (TRL's
+`RepeatSampler` for GRPO/RLOO, the default random sampler otherwise) and replaces it with a density sampler of the
+same structure over the dataset the trainer trains on, after its preprocessing (DPO and KTO drop over-long rows while
+tokenizing). Besides that it wraps four small methods: `train` (remember the checkpoint to resume), `_save_checkpoint`
+(save the sampler state next to TRL's), `log` (the `density/*` metrics) and `create_model_card` (a density section).
+"""
+
+import inspect
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Sampler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from .config import DensityConfigMixin, density_config
+from .sampler import DensityRepeatSampler, DensitySampler
+from .schedule import AlphaSchedule
+
+
+logger = logging.getLogger(__name__)
+
+SAMPLER_STATE_FILE = "density_sampler_state.json"
+
+
+def load_density_index(args: DensityConfigMixin, index=None):
+    """The trainer's index: `index` or `args.density_index_path`, reweighted by the `density_*` overrides."""
+    from .index import DensityIndex
+
+    if index is None and args.density_index_path:
+        index = DensityIndex.load(args.density_index_path)
+    if index is not None:
+        index.reweight(
+            alpha=args.density_alpha, estimator=args.density_estimator, max_weight_ratio=args.density_max_weight_ratio,
+            uniform_mix=args.density_uniform_mix,
+            bucket_quantiles=tuple(args.density_bucket_quantiles) if args.density_bucket_quantiles else None,
+        )  # fmt: skip
+    return index
+
+
+def sampling_seed(args) -> int:
+    """The one seed of every density sampler: `data_seed` when set, else `seed` (transformers' rule for data order)."""
+    return args.data_seed if args.data_seed is not None else args.seed
+
+
+def save_sampler_state(sampler, checkpoint_dir: str | os.PathLike) -> None:
+    if hasattr(sampler, "state_dict"):
+        Path(checkpoint_dir, SAMPLER_STATE_FILE).write_text(json.dumps(sampler.state_dict(), indent=2) + "\n")
+
+
+def load_sampler_state(sampler, checkpoint_dir: str | os.PathLike | None) -> None:
+    """Restore the sampler state saved in `checkpoint_dir`; `ValueError` if it belongs to another dataset."""
+    if checkpoint_dir is None or not hasattr(sampler, "load_state_dict"):
+        return
+    path = Path(checkpoint_dir, SAMPLER_STATE_FILE)
+    if not path.exists():
+        logger.warning(
+            "%s has no %s: the density sampler starts from its config seed", checkpoint_dir, SAMPLER_STATE_FILE
+        )
+        return
+    try:
+        sampler.load_state_dict(json.loads(path.read_text()))
+    except ValueError as err:
+        raise ValueError(f"cannot resume from {checkpoint_dir}: {err}") from None
+
+
+def density_card_section(args: DensityConfigMixin, index, sampler, sources: list[str], eval_table: dict) -> str:
+    """Markdown appended to the TRL model card: hypothesis, density config and the eval-by-bucket table."""
+    lines = ["", "", "## Density-aware sampling (density_rlhf)", ""]
+    if args.hypothesis:
+        lines.append(f"- Hypothesis: **{args.hypothesis}**")
+    lines.append(f"- Density sampling: {'on' if args.density_sampling else 'off'} ({args.density_pair_weighting})")
+    if args.density_alpha_schedule != "constant":
+        lines.append(
+            f"- alpha schedule: {args.density_alpha_schedule} from {args.density_alpha_start} over "
+            f"{args.density_schedule_epochs} epochs"
+        )
+    if index is not None:
+        s = index.summary()
+        lines.append(
+            f"- Index: embedder `{s['embedder']}`, k = {s['k']}, alpha = {s['alpha']}, estimator `{s['estimator']}`, "
+            f"{s['n']} prompts, weight ratio {s['ratio']:.3g}, ESS {s['ess']:.1f}"
+        )
+    if sampler is not None and hasattr(sampler, "summary"):
+        lines.append(f"- Sampler ESS over rows: {sampler.summary()['ess']:.1f} of {sampler.summary()['rows']}")
+    if sources:
+        lines.append(f"- Data sources: {', '.join(sources)}")
+    if eval_table:
+        lines += ["", "| bucket | accuracy | loss | pairs |", "|---|---|---|---|"]
+        for bucket, row in eval_table.items():
+            lines.append(f"| {bucket} | {row['accuracy']:.4f} | {row['loss']:.4f} | {row.get('count', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _is_repeat_sampler(sampler: Any) -> bool:
+    return all(hasattr(sampler, name) for name in DensityRepeatSampler.REPEAT_PARAMS)
+
+
+class DensitySamplingMixin:
+    """Density-weighted training rows for any [`~transformers.Trainer`] subclass. Put it first in the bases:
+
+    ```python
+    class DensityDPOTrainer(DensitySamplingMixin, DPOTrainer): ...
+    ```
+
+    or use [`with_density_sampling`]. The trainer's `args` must carry the density fields ([`density_config`]); the
+    trainer takes two more keyword arguments, `density_index` ([`DensityIndex`], overrides
+    `args.density_index_path`) and `density_sampler` (any sampler over the processed training rows; GRPO/RLOO need
+    TRL's `RepeatSampler` structure, e.g. `DensityRepeatSampler.like(...)`).
+
+    With `density_sampling=False` and no `density_sampler` the trainer trains exactly as its base class. With it, the
+    rows are drawn by density weight; the sampler's state is saved in every checkpoint and verified on resume; the
+    logs carry `density/ess`, `density/rare_mass` (probability of drawing a rare-bucket row) and, with a schedule or
+    clipping, `density/alpha` and `density/clip_*`; the model card gets a density section.
+
+    Not supported (a `ValueError` says so): packed SFT (packing merges rows), iterable datasets (no row index).
+    """
+
+    # Whether the trainer implements `record_seen_ids` and `eval_group_columns` (only `DensityRewardTrainer` does).
+    _supports_group_fields = False
+
+    def __init__(self, *args, density_index=None, density_sampler: Sampler | None = None, **kwargs):
+        bound = inspect.signature(super().__init__).bind_partial(*args, **kwargs)
+        config = self._density_args(bound.arguments.get("model"), bound.arguments.get("args"))
+        bound.arguments["args"] = config
+        self.density_index = load_density_index(config, density_index)
+        if config.density_sampling and self.density_index is None and density_sampler is None:
+            raise ValueError(
+                "density_sampling=True needs a density index: set `density_index_path` (build one with "
+                "`density-rlhf density` or `DensityIndex.build`), or pass `density_index=` or `density_sampler=`."
+            )
+        self._user_sampler = density_sampler
+        self._active_sampler = None
+        self._resume_checkpoint: str | None = None
+        self._sampler_stats_key = None
+        if self._density_on(config):
+            self._check_supported(config, bound.arguments.get("train_dataset"))
+        super().__init__(*bound.args, **bound.kwargs)
+        if self._density_on(config) and self._user_sampler is None:
+            self._check_prompt_ids()
+
+    # --- set-up ---------------------------------------------------------------------------------------------------
+    def _density_args(self, model, args):
+        """The config: `args` if it carries the density fields, a default one when `None`, else a `TypeError`."""
+        if args is None:
+            config_cls = getattr(self, "_density_config_class", None)
+            if config_cls is None:
+                raise TypeError(f"{type(self).__name__} needs `args`: a config built with `density_config(...)`.")
+            name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
+            return config_cls(f"{str(name).split('/')[-1] or 'model'}-{type(self).__name__}")
+        config_cls = getattr(self, "_density_config_class", None)
+        if config_cls is not None and not isinstance(args, config_cls) and isinstance(args, DensityConfigMixin):
+            raise TypeError(f"args must be a {config_cls.__name__}, got {type(args).__name__}.")
+        if not isinstance(args, DensityConfigMixin):
+            raise TypeError(
+                f"args is a {type(args).__name__} without the density fields: use "
+                f"`density_config({type(args).__name__})(...)` (or a class built on DensityConfigMixin)."
+            )
+        if not self._supports_group_fields and (args.record_seen_ids or args.eval_group_columns is not None):
+            raise ValueError(
+                f"record_seen_ids and eval_group_columns are implemented by DensityRewardTrainer only; remove them "
+                f"from the {type(args).__name__}."
+            )
+        return args
+
+    def _density_on(self, args) -> bool:
+        return bool(args.density_sampling or self._user_sampler is not None)
+
+    @staticmethod
+    def _check_supported(args, train_dataset) -> None:
+        if getattr(args, "packing", False):
+            raise ValueError(
+                "density sampling draws whole rows, but SFT packing merges rows into sequences (and drops the prompt "
+                "id column): set `packing=False`, or turn density sampling off."
+            )
+        from torch.utils.data import IterableDataset
+
+        if isinstance(train_dataset, IterableDataset) or type(train_dataset).__name__ == "IterableDataset":
+            raise ValueError(
+                "density sampling draws rows by index and needs a map-style dataset; load it without streaming "
+                "(an IterableDataset has no row index)."
+            )
+
+    def _check_prompt_ids(self) -> None:
+        column = self.args.prompt_id_column
+        if self.train_dataset is None or column not in getattr(self.train_dataset, "column_names", []):
+            raise ValueError(
+                f"the processed train dataset has no {column!r} column, which density sampling needs (the trainer's "
+                "preprocessing kept only its columns). Add it to the dataset with `dataset.map(lambda x: "
+                "{'prompt_id': density_rlhf.prompt_id(x['prompt'])})`, or set `prompt_id_column`."
+            )
+
+    # --- the sampling hook ----------------------------------------------------------------------------------------
+    def _get_train_sampler(self, dataset=None) -> Sampler | None:
+        base = super()._get_train_sampler(dataset)
+        if not self._density_on(self.args):
+            return base
+        rows = len(self.train_dataset)
+        if dataset is not None and len(dataset) != rows:
+            raise ValueError(f"the dataloader's dataset has {len(dataset)} rows, the train dataset {rows}.")
+        sampler = self._user_sampler
+        if _is_repeat_sampler(base):  # GRPO, RLOO: keep TRL's group structure (generations, batch, reuse)
+            expected = DensityRepeatSampler.repeat_params(base)
+            if sampler is not None:
+                given = DensityRepeatSampler.repeat_params(sampler)
+                if given != expected:
+                    raise ValueError(
+                        f"density_sampler has {given} but this trainer needs {expected} (num_generations, generation "
+                        "batch, num_iterations x steps_per_generation); build it with `DensityRepeatSampler.like(...)`."
+                    )
+            else:
+                sampler = DensityRepeatSampler.from_index(
+                    self.density_index, self.train_dataset, self.args.prompt_id_column,
+                    self.args.density_pair_weighting, missing=self.args.density_missing, seed=sampling_seed(self.args),
+                    replacement=getattr(self.args, "density_replacement", True), schedule=self._density_schedule(),
+                    **expected,
+                )  # fmt: skip
+        elif sampler is None:
+            sampler = DensitySampler.from_index(
+                self.density_index, self.train_dataset, self.args.prompt_id_column, self.args.density_pair_weighting,
+                missing=self.args.density_missing, seed=sampling_seed(self.args), schedule=self._density_schedule(),
+            )  # fmt: skip
+        elif isinstance(sampler, DensitySampler) and len(sampler.weights) != rows:
+            raise ValueError(
+                f"density_sampler has {len(sampler.weights)} weights but the processed train dataset has {rows} rows "
+                "(preprocessing may drop over-long rows); build the sampler on `trainer.train_dataset`."
+            )
+        load_sampler_state(sampler, self._resume_checkpoint)
+        self._active_sampler = sampler
+        return sampler
+
+    def _density_schedule(self) -> AlphaSchedule | None:
+        """The alpha schedule of the config, ending at the index's alpha; `None` for `constant`."""
+        if self.args.density_alpha_schedule == "constant":
+            return None
+        return AlphaSchedule(
+            self.args.density_alpha_schedule, self.args.density_alpha_start, self.density_index.metadata["alpha"],
+            self.args.density_schedule_epochs,
+        )  # fmt: skip
+
+    # --- metrics --------------------------------------------------------------------------------------------------
+    @property
+    def _sampler_stats(self) -> dict[str, float]:
+        """density/* training metrics of the active sampler at its current epoch (a schedule moves them); computed
+        once per epoch, not at every logging step."""
+        sampler = self._active_sampler
+        if not hasattr(sampler, "summary"):
+            return {}
+        key = (id(sampler), getattr(sampler, "epoch", 0))
+        if self._sampler_stats_key != key:
+            summary = sampler.summary()
+            names = ("ess", "alpha", "clip_mass_moved", "clip_clipped_fraction")
+            stats = {f"density/{n}": summary[n] for n in names if n in summary}
+            buckets = getattr(sampler, "row_buckets", None)
+            if buckets is not None:
+                stats["density/rare_mass"] = float(sampler.weights[buckets == "rare"].sum())
+            self._sampler_stats_cache, self._sampler_stats_key = stats, key
+        return self._sampler_stats_cache
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if self.model is not None and self.model.training and "loss" in logs:
+            if hasattr(self, "_metrics"):  # TRL trainers average `_metrics` into the log
+                for key, value in self._sampler_stats.items():
+                    self._metrics["train"][key] = [value]
+            else:
+                logs.update(self._sampler_stats)
+        super().log(logs, *args, **kwargs)
+
+    # --- checkpoints ----------------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        self._resume_checkpoint = checkpoint if isinstance(checkpoint, str) else None
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self._active_sampler is not None and self.args.should_save:
+            run_dir = self._get_output_dir(trial=trial)
+            save_sampler_state(
+                self._active_sampler, os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            )
+
+    # --- model card -----------------------------------------------------------------------------------------------
+    def _density_card_table(self) -> dict:
+        """Rows of the card's eval-by-bucket table (the reward trainer fills it)."""
+        return {}
+
+    def create_model_card(self, *args, **kwargs):
+        super().create_model_card(*args, **kwargs)
+        path = Path(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or not path.exists():
+            return
+        dataset = self.train_dataset
+        columns = getattr(dataset, "column_names", None) or []
+        sources = sorted(set(dataset.unique("src"))) if "src" in columns else []
+        section = density_card_section(
+            self.args, self.density_index, self._active_sampler, sources, self._density_card_table()
+        )
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(section + self._density_card_extra())
+
+    def _density_card_extra(self) -> str:
+        return ""
+
+
+_TRAINER_CACHE: dict[type, type] = {}
+
+
+def _config_class_of(trainer_cls: type) -> type | None:
+    """The config class a trainer's `args` annotation names (e.g. `DPOConfig`), with the density fields added."""
+    import typing
+
+    from transformers import TrainingArguments
+
+    try:
+        hints = typing.get_type_hints(trainer_cls.__init__)
+    except Exception:  # string annotations that do not resolve
+        return None
+    for candidate in typing.get_args(hints.get("args")) or (hints.get("args"),):
+        if isinstance(candidate, type) and issubclass(candidate, TrainingArguments):
+            return density_config(candidate)
+    return None
+
+
+def with_density_sampling(trainer_cls: type) -> type:
+    """`trainer_cls` (any `transformers.Trainer` subclass, e.g. `trl.DPOTrainer`) with [`DensitySamplingMixin`]:
+
+    ```python
+    DensityDPOTrainer = with_density_sampling(DPOTrainer)
+    trainer = DensityDPOTrainer(model, args=density_config(DPOConfig)(...), train_dataset=..., density_index=index)
+    ```
+    """
+    from transformers import Trainer
+
+    if not (isinstance(trainer_cls, type) and issubclass(trainer_cls, Trainer)):
+        raise TypeError(f"with_density_sampling needs a transformers.Trainer subclass, got {trainer_cls!r}.")
+    if issubclass(trainer_cls, DensitySamplingMixin):
+        return trainer_cls
+    if trainer_cls not in _TRAINER_CACHE:
+        tags = [*(getattr(trainer_cls, "_tag_names", None) or []), "density-rlhf"]
+        namespace = {
+            "__doc__": f"[`{trainer_cls.__name__}`] with density-weighted sampling ([`DensitySamplingMixin`]).",
+            "__module__": __name__, "_tag_names": tags, "_density_config_class": _config_class_of(trainer_cls),
+            "_name": f"Density {getattr(trainer_cls, '_name', None) or trainer_cls.__name__}",
+        }  # fmt: skip
+        _TRAINER_CACHE[trainer_cls] = type(
+            f"Density{trainer_cls.__name__}", (DensitySamplingMixin, trainer_cls), namespace
+        )
+    return _TRAINER_CACHE[trainer_cls]
