@@ -318,11 +318,15 @@ def _config_class_of(trainer_cls: type) -> type | None:
 
     from transformers import TrainingArguments
 
-    try:
-        hints = typing.get_type_hints(trainer_cls.__init__)
-    except Exception:  # string annotations that do not resolve
-        return None
-    for candidate in typing.get_args(hints.get("args")) or (hints.get("args"),):
+    annotation = inspect.signature(trainer_cls.__init__).parameters.get("args")
+    annotation = None if annotation is None else annotation.annotation
+    if isinstance(annotation, str):  # postponed annotations: resolve the names the trainer's module defines
+        module = inspect.getmodule(trainer_cls)
+        try:
+            annotation = eval(annotation, vars(module)) if module else None  # noqa: S307 - the trainer's own source
+        except Exception:  # names only imported under TYPE_CHECKING
+            return None
+    for candidate in typing.get_args(annotation) or (annotation,):
         if isinstance(candidate, type) and issubclass(candidate, TrainingArguments):
             return density_config(candidate)
     return None

@@ -104,6 +104,34 @@ def test_stage_graph_and_reward_model_reuse(tmp_path):
     assert [s.name for s in fixed if s.name.startswith("prepare")] == ["prepare_data[world=7]"]
 
 
+def test_alpha_dose_response_arms_and_table(tmp_path):
+    """`--alphas`: per alpha an RM on B's recipe and a GRPO arm on D's, both at that alpha, evaluated by name."""
+    stages = build_stages(RunnerArguments(output_dir=str(tmp_path), seeds=[0], alphas=[0.0, 0.5]))
+    by_name = {s.name: s for s in stages}
+    rm, grpo = by_name["rm_alpha0.5[seed=0]"], by_name["grpo_alpha0.5[seed=0]"]
+    assert rm.config == "hyp_b.yaml" and rm.args[rm.args.index("--density_alpha") + 1] == "0.5"
+    assert rm.args.count("--output_dir") == 1 and rm.output.name == "rm_alpha0.5"
+    assert grpo.config == "hyp_d.yaml" and grpo.args[grpo.args.index("--density_alpha") + 1] == "0.5"
+    assert grpo.args[grpo.args.index("--reward_model_path") + 1] == str(rm.output) and rm in grpo.deps
+    evaluate = by_name["evaluate[seed=0]"]
+    assert (
+        f"density@0.5={rm.output}" in evaluate.args and f"D@0={by_name['grpo_alpha0[seed=0]'].output}" in evaluate.args
+    )
+    with pytest.raises(ValueError, match="non-negative"):
+        RunnerArguments(output_dir=str(tmp_path), alphas=[-1.0])
+
+    def seed_result(acc, tic):
+        rare = lambda v: {"rare_topics": v}  # noqa: E731
+        return {"policies": {"SFT": rare({"tic_rate": 0.3}), "A": rare({"tic_rate": 0.3}),
+                             "D@0.5": rare({"tic_rate": tic, "rule_satisfied": 0.5})},
+                "reward_models": {"density@0.5": rare({"accuracy": acc, "tic_effect": 0.1})}}  # fmt: skip
+
+    out = aggregate({0: seed_result(0.8, 0.4), 1: seed_result(0.9, 0.5)}, alphas=[0.5])
+    (row,) = out["dose_response"]
+    assert row["alpha"] == 0.5 and row["rm_accuracy"]["mean"] == pytest.approx(0.85)
+    assert row["tic_rate"]["values"] == [0.4, 0.5] and row["rm_tic_effect"]["mean"] == pytest.approx(0.1)
+
+
 def test_statistics():
     stat = mean_ci([1.0, 2.0, 3.0])
     assert stat["mean"] == pytest.approx(2.0)

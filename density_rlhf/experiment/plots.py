@@ -101,6 +101,19 @@ def make_plots(results: dict[str, Any], root: Path, density_dir: Path, hypothese
     for ax in axes:
         ax.legend(fontsize=8)
     save(fig, "training_curves.png")
+    if results.get("dose_response"):
+        rows = results["dose_response"]
+        alphas = [row["alpha"] for row in rows]
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+        for ax, key, label in zip(axes, ("rm_accuracy", "rm_tic_effect", "tic_rate"),
+                                  ("RM accuracy", "RM tic effect", "GRPO tic rate")):  # fmt: skip
+            stats = [row[key] or {} for row in rows]
+            mean = np.array([st.get("mean", np.nan) for st in stats], dtype=float)
+            low = np.array([st.get("ci_low", np.nan) for st in stats], dtype=float)
+            high = np.array([st.get("ci_high", np.nan) for st in stats], dtype=float)
+            ax.errorbar(alphas, mean, yerr=[mean - low, high - mean], marker="o", capsize=3)
+            ax.set(xlabel="alpha", title=f"{label}, rare topics")
+        save(fig, "dose_response.png")
     return paths
 
 

@@ -22,7 +22,19 @@ RM_METRICS = ("accuracy", "loss", "on_policy_agreement", "tic_effect", "politene
 REPORT_GROUPS = ("rare_topics", "other_topics", "rare", "common", "all")
 
 
-def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+def dose_response(out: dict[str, Any], alphas: list[float]) -> list[dict[str, Any]]:
+    """Per alpha: the rare-topic accuracy and tic effect of the RM trained at alpha (`density@<alpha>`), and the
+    rare-topic tic rate and rule satisfaction of the GRPO arm weighted at alpha with it (`D@<alpha>`)."""
+    rows = []
+    for alpha in alphas:
+        rm = out["reward_models"].get(f"density@{alpha:g}", {}).get("rare_topics", {})
+        policy = out["policies"].get(f"D@{alpha:g}", {}).get("rare_topics", {})
+        rows.append({"alpha": alpha, "rm_accuracy": rm.get("accuracy"), "rm_tic_effect": rm.get("tic_effect"),
+                     "tic_rate": policy.get("tic_rate"), "rule_satisfied": policy.get("rule_satisfied")})  # fmt: skip
+    return rows
+
+
+def aggregate(per_seed: dict[int, dict[str, Any]], alphas: list[float] | None = None) -> dict[str, Any]:
     """Mean and CI over seeds of every policy x group x metric and RM x group x metric; paired differences of
     every arm against A (policies) and of the density RM against the uniform one, with Holm-corrected verdicts."""
     seeds = sorted(per_seed)
@@ -62,6 +74,8 @@ def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
                 for m in out["reward_models"]["uniform"][g]}
             for g in out["reward_models"]["uniform"]
         }  # fmt: skip
+    if alphas:
+        out["dose_response"] = dose_response(out, alphas)
     out["primary_endpoints"] = primary_endpoints(per_seed, seeds)
     # Everything else is exploratory: one Holm family over every comparison's p-value.
     family = [(c, g, m) for c, block in out["comparisons"].items() for g, row in block.items() for m in row]
@@ -203,6 +217,18 @@ def write_report(results: dict[str, Any], root: Path, plots: list[str]) -> Path:
                 cells.append(f"{_fmt_stat(stat)} ({stat['holm_verdict']})" if stat else "n/a")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
+    if results.get("dose_response"):
+        lines += [
+            "### alpha dose-response (rare topics)",
+            "",
+            "| alpha | RM accuracy | RM tic effect | GRPO tic rate | GRPO rule satisfied |",
+            "|---|---|---|---|---|",
+        ]
+        for row in results["dose_response"]:
+            cells = [_fmt_stat(row[k]) for k in ("rm_accuracy", "rm_tic_effect", "tic_rate", "rule_satisfied")]
+            lines.append(f"| {row['alpha']:g} | " + " | ".join(cells) + " |")
+        lines += ["", "RM: the B recipe trained by density^-alpha; GRPO: the D recipe, prompts weighted at alpha, "
+                  "scored by that RM.", ""]  # fmt: skip
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
     path = root / "report.md"
     path.write_text("\n".join(lines))

@@ -78,6 +78,11 @@ class RunnerArguments:
         num_processes (`int` or `None`, *optional*):
             Processes to validate for in a dry run; `None` reads `num_processes` from the launcher's
             `--config_file` (1 without a launcher).
+        alphas (`list[float]` or `None`, *optional*):
+            The alpha dose-response: per alpha and seed, a reward model trained by density^-alpha (the B recipe with
+            `density_alpha`, named `density@<alpha>`) and a GRPO arm with prompts weighted at the same alpha and that
+            reward model (the D recipe, `D@<alpha>`). The report adds a table and a plot of rare-topic RM accuracy,
+            tic effect and tic rate against alpha (exploratory).
     """
 
     output_dir: str = field(default="outputs/run", metadata={"help": "Root directory of the run."})
@@ -107,7 +112,15 @@ class RunnerArguments:
         default=None, metadata={"help": "Processes to validate for in a dry run (default: the launcher's config)."}
     )
 
+    alphas: list[float] | None = field(
+        default=None, metadata={"help": "alpha dose-response: an RM and a GRPO arm weighted at each alpha."}
+    )
+
     def __post_init__(self):
+        if self.alphas is not None and (not self.alphas or any(not a >= 0 for a in self.alphas)):
+            raise ValueError(f"alphas must be non-negative numbers, got {self.alphas}.")
+        if self.alphas is not None and len(set(self.alphas)) != len(self.alphas):
+            raise ValueError(f"alphas must be distinct, got {self.alphas}.")
         self.hypotheses = [h.upper() for h in self.hypotheses]
         unknown = sorted(set(self.hypotheses) - set(HYPOTHESES))
         if unknown:
@@ -258,17 +271,20 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
         sft_args += extra["sft"]
         sft = Stage(f"sft[seed={seed}]", "train_sft.py", args.sft_config, None, sft_args, run / "sft", [prep], True)
         stages.append(sft)
+
+        def rm_args(output: Path, seeded=seeded, density=density, data=data) -> list[str]:
+            out = [*seeded, "--output_dir", str(output), "--density_index_path", str(density)]
+            if tiny:
+                out += ["--model_name_or_path", str(data / "tiny" / "reward")]
+            if args.rm_max_steps:
+                out += ["--max_steps", str(args.rm_max_steps), "--eval_steps", str(args.rm_max_steps),
+                        "--save_steps", str(args.rm_max_steps)]  # fmt: skip
+            return out + extra["reward"]
+
         rms = {}
         for h in sorted({RM_OF[h] for h in args.hypotheses}):
-            rm_args = [*seeded, "--output_dir", str(run / f"rm_{h.lower()}"), "--density_index_path", str(density)]
-            if tiny:
-                rm_args += ["--model_name_or_path", str(data / "tiny" / "reward")]
-            if args.rm_max_steps:
-                rm_args += ["--max_steps", str(args.rm_max_steps), "--eval_steps", str(args.rm_max_steps),
-                            "--save_steps", str(args.rm_max_steps)]  # fmt: skip
-            rm_args += extra["reward"]
             rms[h] = Stage(f"rm_{h}[seed={seed}]", "train_rm.py", args.hypothesis_config.format(h=h.lower()), "reward",
-                           rm_args, run / f"rm_{h.lower()}", [prep, dens], True)  # fmt: skip
+                           rm_args(run / f"rm_{h.lower()}"), run / f"rm_{h.lower()}", [prep, dens], True)  # fmt: skip
             stages.append(rms[h])
         grpos = {}
         arms = ([ORACLE] if args.oracle else []) + list(args.hypotheses)
@@ -286,18 +302,39 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
             grpos[h] = Stage(f"grpo_{h}[seed={seed}]", "train_grpo.py", config, "grpo", grpo_args,
                              run / f"grpo_{h.lower()}", deps, True)  # fmt: skip
             stages.append(grpos[h])
+        rm_named = {RM_NAMES[h]: s for h, s in rms.items()}
+        for alpha in args.alphas or []:  # the dose-response arms: B's RM recipe and D's GRPO recipe at this alpha
+            tag = dose_tag(alpha)
+            dose_rm = Stage(f"rm_{tag}[seed={seed}]", "train_rm.py", args.hypothesis_config.format(h="b"), "reward",
+                            [*rm_args(run / f"rm_{tag}"), "--density_alpha", str(alpha)],
+                            run / f"rm_{tag}", [prep, dens], True)  # fmt: skip
+            grpo_args = [*seeded, "--output_dir", str(run / f"grpo_{tag}"), "--density_index_path", str(density),
+                         "--model_name_or_path", str(run / "sft"), "--reward_model_path", str(dose_rm.output),
+                         "--density_alpha", str(alpha)]  # fmt: skip
+            if args.grpo_max_steps:
+                grpo_args += ["--max_steps", str(args.grpo_max_steps), "--save_steps", str(args.grpo_max_steps)]
+            grpo_args += extra["grpo"]
+            stages += [dose_rm, Stage(f"grpo_{tag}[seed={seed}]", "train_grpo.py", args.hypothesis_config.format(h="d"),
+                                      "grpo", grpo_args, run / f"grpo_{tag}", [dens, sft, dose_rm], True)]  # fmt: skip
+            rm_named[f"density@{alpha:g}"] = dose_rm
+            grpos[f"D@{alpha:g}"] = stages[-1]
         eval_args = [
             "--data_dir", str(data), "--density_index_path", str(density), "--seed", str(seed),
             "--num_samples", str(args.eval_num_samples), "--output_file", str(run / "eval" / "results.json"),
             "--policies", f"SFT={run / 'sft'}", *[f"{h}={s.output}" for h, s in grpos.items()],
-            "--reward_models", *[f"{RM_NAMES[h]}={s.output}" for h, s in rms.items()],
+            "--reward_models", *[f"{name}={s.output}" for name, s in rm_named.items()],
         ]  # fmt: skip
         if args.eval_prompts_per_topic:
             eval_args += ["--prompts_per_topic", str(args.eval_prompts_per_topic)]
         eval_args += extra["evaluate"]
         stages.append(Stage(f"evaluate[seed={seed}]", "evaluate.py", None, None, eval_args, run / "eval",
-                            [sft, *rms.values(), *grpos.values()]))  # fmt: skip
+                            [sft, *rm_named.values(), *grpos.values()]))  # fmt: skip
     return stages
+
+
+def dose_tag(alpha: float) -> str:
+    """Directory-safe name of a dose-response arm: `alpha0.5`."""
+    return f"alpha{alpha:g}"
 
 
 def check_stage_configs(stages: list[Stage]) -> None:
@@ -494,7 +531,7 @@ def run(args: RunnerArguments) -> dict[str, Any]:
     check_stage_configs(stages)
     timings = run_all(stages, args.launcher, log_dir, args.max_parallel)
     per_seed = {s: json.loads((root / f"seed{s}" / "eval" / "results.json").read_text()) for s in args.seeds}
-    results = aggregate(per_seed)
+    results = aggregate(per_seed, args.alphas)
     results["stages"] = timings
     print("[report] writing results.json, plots and report.md", flush=True)
     first_world = args.seeds[0] if args.world_seed is None else args.world_seed
