@@ -35,14 +35,16 @@ class DensityConfigMixin:
         prompt_id_column (`str`, *optional*, defaults to `"prompt_id"`):
             Dataset column holding `density_rlhf.prompt_id(prompt)`.
         density_bucket_column (`str` or `None`, *optional*):
-            Use this dataset column as the rare/mid/common bucket instead of the index's buckets.
+            Use this dataset column as the rare/mid/common bucket instead of the index's buckets (the per-bucket
+            metrics of `DensityRewardTrainer` and `DensityGRPOTrainer`; refused by other trainers).
         density_bucket_quantiles (`list[float]` or `None`, *optional*):
             Override the index's density quantiles separating rare / mid / common.
         eval_group_columns (`list[str]` or `None`, *optional*):
-            Extra columns to report evaluation metrics by; default `topic` and `is_rare` when present.
+            Extra columns to report evaluation metrics by; default `topic` and `is_rare` when present
+            (`DensityRewardTrainer` only; refused by other trainers).
         record_seen_ids (`bool`, *optional*, defaults to `False`):
             Write the `id` of every training row each rank saw to `<output_dir>/seen_ids_rank<k>.json`, in order
-            (an audit of what the sampler fed each process).
+            (an audit of what the sampler fed each process; `DensityRewardTrainer` only, refused by other trainers).
         density_alpha_schedule (`str`, *optional*, defaults to `"constant"`):
             `constant` samples by the index's alpha throughout; `linear` or `cosine` move alpha per epoch from
             `density_alpha_start` to the index's alpha (or `density_alpha`) over `density_schedule_epochs` epochs,

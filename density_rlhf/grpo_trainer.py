@@ -99,6 +99,7 @@ class DensityGRPOTrainer(DensitySamplingMixin, GRPOTrainer):
     _tag_names = ["trl", "grpo", "density-rlhf"]
     _name = "Density GRPO"
     _density_config_class = DensityGRPOConfig
+    _supports_bucket_column = True
 
     def __init__(
         self,

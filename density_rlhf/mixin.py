@@ -120,8 +120,10 @@ class DensitySamplingMixin:
     Not supported (a `ValueError` says so): packed SFT (packing merges rows), iterable datasets (no row index).
     """
 
-    # Whether the trainer implements `record_seen_ids` and `eval_group_columns` (only `DensityRewardTrainer` does).
+    # Whether the trainer implements `record_seen_ids` and `eval_group_columns` (only `DensityRewardTrainer` does),
+    # and `density_bucket_column` (the two density trainers).
     _supports_group_fields = False
+    _supports_bucket_column = False
 
     def __init__(self, *args, density_index=None, density_sampler: Sampler | None = None, **kwargs):
         bound = inspect.signature(super().__init__).bind_partial(*args, **kwargs)
@@ -164,6 +166,11 @@ class DensitySamplingMixin:
             raise ValueError(
                 f"record_seen_ids and eval_group_columns are implemented by DensityRewardTrainer only; remove them "
                 f"from the {type(args).__name__}."
+            )
+        if not self._supports_bucket_column and args.density_bucket_column is not None:
+            raise ValueError(
+                f"density_bucket_column feeds the per-bucket metrics of DensityRewardTrainer and DensityGRPOTrainer; "
+                f"{type(self).__name__} takes the buckets from the index. Remove it."
             )
         return args
 

@@ -83,6 +83,7 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
     _name = "Density Reward"
     _density_config_class = DensityRewardConfig
     _supports_group_fields = True
+    _supports_bucket_column = True
 
     def __init__(
         self,

@@ -13,13 +13,14 @@ from density_rlhf.experiment.prepare import PrepareDataArguments
 from density_rlhf.experiment.recipe import DensityScriptArguments
 from density_rlhf.experiment.runner import RunnerArguments
 from density_rlhf.experiment.stages import BuildDensityArguments, DensityReportArguments
+from density_rlhf.recipes import train_grpo
 
 from .conftest import REPO
 
 
 OUR_CONFIGS = (
     DensityConfigMixin, DensityRewardConfig, DensityGRPOConfig, DensityScriptArguments, PrepareDataArguments,
-    BuildDensityArguments, DensityReportArguments, EvaluateArguments, RunnerArguments,
+    BuildDensityArguments, DensityReportArguments, EvaluateArguments, RunnerArguments, train_grpo.GRPOScriptArguments,
 )  # fmt: skip
 # Read by name in a loop rather than as `.field` (prepare.py: `getattr(args, f"{source}_path")`, `no_{source}`).
 READ_DYNAMICALLY = {"hh_path", "uf_path", "se_path", "local_path", "no_hh", "no_uf", "no_se"}

@@ -147,6 +147,9 @@ def test_resume_continues_the_same_rows_and_logs_density_metrics(pipe, tmp_path,
     logged = [entry for entry in full.state.log_history if "density/ess" in entry]
     assert len(logged) == 4 and all(0 < entry["density/ess"] < 3 * ROWS_PER_BUCKET for entry in logged)
     assert all(0 < entry["density/rare_mass"] < 1 for entry in logged)
+    full.create_model_card()
+    card = (tmp_path / "full" / "README.md").read_text()
+    assert "## Density-aware sampling (density_rlhf)" in card and "Sampler ESS over rows" in card
 
     resumed = build(pipe, name, tmp_path / "full")
     resumed.data_collator = later = Recorder(resumed.data_collator)
@@ -170,6 +173,8 @@ def test_unsupported_settings_are_refused(pipe, tmp_path):
         )
     with pytest.raises(ValueError, match="implemented by DensityRewardTrainer only"):
         build(pipe, "dpo", tmp_path, record_seen_ids=True)
+    with pytest.raises(ValueError, match="density_bucket_column feeds"):
+        build(pipe, "kto", tmp_path, density_bucket_column="topic")
     args = density_config(DPOConfig)(str(tmp_path), density_index_path=pipe["index"], **COMMON)
     with pytest.raises(ValueError, match="map-style dataset"):
         with_density_sampling(DPOTrainer)(pipe["policy"], args=args, train_dataset=pipe["pairs"].to_iterable_dataset())

@@ -209,3 +209,28 @@ def test_hypothesis_and_density_sampling_must_agree(tmp_path, config_cls):
         assert config_cls(**base, hypothesis=hypothesis, density_sampling=right).density_sampling is right
         with pytest.raises(ValueError, match=f"set `density_sampling: {str(right).lower()}`"):
             config_cls(**base, hypothesis=hypothesis, density_sampling=not right)
+
+
+def test_grpo_recipe_adds_the_ground_truth_only_when_asked(tiny_pipeline):
+    """`ground_truth_reward` is the GRPO recipe's: `log` adds the rule checker with weight 0, `reward` with weight 1,
+    `off` nothing; it needs the world's `topic` column and refuses a `reward_weights` it would replace."""
+    from datasets import load_from_disk
+
+    from density_rlhf.experiment.world import GroundTruthReward
+
+    train = load_from_disk(str(tiny_pipeline / "data" / "dataset"))["train"]
+    config = DensityGRPOConfig(output_dir="unused", use_cpu=True, bf16=False)
+    for mode, weight in (("log", 0.0), ("reward", 1.0)):
+        funcs, args = train_grpo.ground_truth_funcs(train_grpo.GRPOScriptArguments(ground_truth_reward=mode), config,
+                                                    train)  # fmt: skip
+        assert [type(f) for f in funcs] == [GroundTruthReward] and args.reward_weights == [weight]
+        assert config.reward_weights is None  # the caller's config is left alone
+    assert train_grpo.ground_truth_funcs(train_grpo.GRPOScriptArguments(), config, train) == (None, config)
+    with pytest.raises(ValueError, match="needs the synthetic world's `topic` column"):
+        train_grpo.ground_truth_funcs(train_grpo.GRPOScriptArguments(ground_truth_reward="log"), config,
+                                      train.remove_columns("topic"))  # fmt: skip
+    config.reward_weights = [0.5]
+    with pytest.raises(ValueError, match="remove one of them"):
+        train_grpo.ground_truth_funcs(train_grpo.GRPOScriptArguments(ground_truth_reward="log"), config, train)
+    with pytest.raises(ValueError, match="ground_truth_reward must be one of"):
+        train_grpo.GRPOScriptArguments(ground_truth_reward="on")
