@@ -75,3 +75,27 @@ def test_counterfactual_effects_read_conversational_responses():
 
     messages = [{"role": "assistant", "content": "Use map. Check train."}]
     assert counterfactual_effects(scorer, ["p"], [messages], add_tic).tolist() == [1.0]
+
+
+def test_reward_models_paired_by_item_and_pooled_over_seeds():
+    """McNemar on hand-made correctness vectors: discordant pairs, the accuracy difference, the exact p-value."""
+    from scipy.stats import binomtest
+
+    from density_rlhf.experiment.evaluation import paired_items
+    from density_rlhf.experiment.report import aggregate
+
+    groups = {"all": np.arange(6), "rare_topics": np.array([0, 1, 2])}
+    density = {"correct": np.array([1, 1, 1, 0, 1, 1.0]), "groups": groups}
+    uniform = {"correct": np.array([0, 0, 1, 0, 1, 0.0]), "groups": groups}
+    out = paired_items(density, uniform)
+    assert (out["all"]["only_first"], out["all"]["only_second"], out["all"]["n"]) == (3, 0, 6)
+    assert out["all"]["difference"] == pytest.approx(0.5) and out["all"]["p_value"] == pytest.approx(0.25)
+    assert out["rare_topics"]["only_first"] == 2 and out["rare_topics"]["difference"] == pytest.approx(2 / 3)
+    reverse = paired_items(uniform, density)["all"]
+    assert reverse["only_second"] == 3 and reverse["difference"] == pytest.approx(-0.5)
+
+    per_seed = {s: {"policies": {"SFT": {}}, "reward_models": {}, "paired_items": {"density-uniform": out}}
+                for s in range(4)}  # fmt: skip
+    pooled = aggregate(per_seed)["paired_items"]["density-uniform"]["all"]
+    assert (pooled["only_first"], pooled["only_second"], pooled["n"], pooled["seeds"]) == (12, 0, 24, 4)
+    assert pooled["p_value"] == pytest.approx(binomtest(12, 12, 0.5).pvalue) and pooled["holm_verdict"] == "higher"

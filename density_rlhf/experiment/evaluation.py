@@ -273,7 +273,7 @@ def evaluate_reward_model(scorer, split, buckets: list[str]) -> dict[str, dict[s
         buckets, list(split["topic"]) if "topic" in columns else [None] * len(split),
         list(split["is_rare"]) if "is_rare" in columns else [None] * len(split),
     )  # fmt: skip
-    return {
+    stats = {
         g: {
             "accuracy": float(correct[idx].mean()),
             "loss": float(loss[idx].mean()),
@@ -283,6 +283,23 @@ def evaluate_reward_model(scorer, split, buckets: list[str]) -> dict[str, dict[s
         }  # fmt: skip
         for g, idx in groups.items()
     }
+    return stats, {"correct": correct, "groups": groups}
+
+
+def paired_items(first: dict[str, Any], second: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Two reward models on the same held-out pairs, paired by pair: per group, how many pairs only the first / only
+    the second gets right (the discordant pairs), the accuracy difference, and the exact McNemar p-value."""
+    from scipy.stats import binomtest
+
+    out = {}
+    for g, idx in first["groups"].items():
+        a, b = first["correct"][idx], second["correct"][idx]
+        only_first, only_second = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+        discordant = only_first + only_second
+        p = binomtest(only_first, discordant, 0.5).pvalue if discordant else 1.0
+        out[g] = {"n": int(len(idx)), "only_first": only_first, "only_second": only_second,
+                  "difference": float((a - b).mean()), "p_value": float(p)}  # fmt: skip
+    return out
 
 
 def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
@@ -311,8 +328,11 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
         "n_prompts": len(rows),
         "num_samples": args.num_samples,
     }
+    items = {}
     for name, scorer in scorers.items():
-        results["reward_models"][name] = evaluate_reward_model(scorer, split, pair_buckets)
+        results["reward_models"][name], items[name] = evaluate_reward_model(scorer, split, pair_buckets)
+    if {"density", "uniform"} <= set(items):  # both RMs scored the same pairs: the item-paired comparison
+        results["paired_items"] = {"density-uniform": paired_items(items["density"], items["uniform"])}
     for name, path in parse_named(args.policies).items():
         logger.info("evaluating policy %s (%s) on %d prompts x %d samples", name, path, len(rows), args.num_samples)
         samples = generate_samples(

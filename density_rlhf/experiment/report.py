@@ -5,6 +5,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .stats import _difference, holm, mean_ci, minimum_detectable_effect
 
 
@@ -20,6 +22,26 @@ KEY_METRICS = ("rule_satisfied", "tic_rate", "politeness_rate", "reward/uniform"
                "across/self_bleu", "em_dash_rate")  # fmt: skip
 RM_METRICS = ("accuracy", "loss", "on_policy_agreement", "tic_effect", "politeness_effect")
 REPORT_GROUPS = ("rare_topics", "other_topics", "rare", "common", "all")
+
+
+def pooled_paired_items(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The item-paired RM comparisons of every seed pooled: discordant pairs summed over seeds, the exact McNemar
+    p-value on the sums, the mean of the per-seed accuracy differences. Within-seed pairing only: the between-seed
+    spread (training randomness) is in `comparisons`, not here."""
+    from scipy.stats import binomtest
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    seeds = sorted(per_seed)
+    for name in sorted({n for s in seeds for n in per_seed[s].get("paired_items", {})}):
+        blocks = [per_seed[s]["paired_items"][name] for s in seeds if name in per_seed[s].get("paired_items", {})]
+        for g in sorted(set.intersection(*(set(b) for b in blocks))):
+            first, second = sum(b[g]["only_first"] for b in blocks), sum(b[g]["only_second"] for b in blocks)
+            p = binomtest(first, first + second, 0.5).pvalue if first + second else 1.0
+            out.setdefault(name, {})[g] = {
+                "seeds": len(blocks), "n": sum(b[g]["n"] for b in blocks), "only_first": first, "only_second": second,
+                "difference": float(np.mean([b[g]["difference"] for b in blocks])), "p_value": float(p),
+            }  # fmt: skip
+    return out
 
 
 def dose_response(out: dict[str, Any], alphas: list[float]) -> list[dict[str, Any]]:
@@ -74,15 +96,20 @@ def aggregate(per_seed: dict[int, dict[str, Any]], alphas: list[float] | None = 
                 for m in out["reward_models"]["uniform"][g]}
             for g in out["reward_models"]["uniform"]
         }  # fmt: skip
+    pooled = pooled_paired_items(per_seed)
+    if pooled:
+        out["paired_items"] = pooled
     if alphas:
         out["dose_response"] = dose_response(out, alphas)
     out["primary_endpoints"] = primary_endpoints(per_seed, seeds)
     # Everything else is exploratory: one Holm family over every comparison's p-value.
-    family = [(c, g, m) for c, block in out["comparisons"].items() for g, row in block.items() for m in row]
-    rejected = holm([out["comparisons"][c][g][m]["p_value"] for c, g, m in family])
-    for (c, g, m), rej in zip(family, rejected):
-        stat = out["comparisons"][c][g][m]
-        stat["holm_verdict"] = ("higher" if stat["mean"] > 0 else "lower") if rej else "no detectable difference"
+    family = [out["comparisons"][c][g][m] for c, block in out["comparisons"].items() for g, row in block.items()
+              for m in row]  # fmt: skip
+    family += [stat for block in out.get("paired_items", {}).values() for stat in block.values()]
+    rejected = holm([stat["p_value"] for stat in family])
+    for stat, rej in zip(family, rejected):
+        direction = stat["mean"] if "mean" in stat else stat["difference"]
+        stat["holm_verdict"] = ("higher" if direction > 0 else "lower") if rej else "no detectable difference"
     out["exploratory_tests"] = len([r for r in rejected if r is not None])
     return out
 
@@ -217,6 +244,18 @@ def write_report(results: dict[str, Any], root: Path, plots: list[str]) -> Path:
                 cells.append(f"{_fmt_stat(stat)} ({stat['holm_verdict']})" if stat else "n/a")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
+    for name, block in results.get("paired_items", {}).items():
+        first, second = name.split("-")
+        lines += [f"### Reward models paired by held-out pair: {name} (exact McNemar, pooled over seeds)", "",
+                  f"| group | pairs | only {first} right | only {second} right | accuracy difference | p | Holm |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for g in (*REPORT_GROUPS, *sorted(k for k in block if k.startswith("topic/"))):
+            if g in block:
+                row = block[g]
+                lines.append(f"| {g} | {row['n']} | {row['only_first']} | {row['only_second']} | "
+                             f"{row['difference']:+.3f} | {row['p_value']:.2g} | {row['holm_verdict']} |")  # fmt: skip
+        lines += ["", "Pairing by item removes the variation between test pairs within a seed; it does not see the "
+                  "variation between training runs, which the seed-level intervals above carry.", ""]  # fmt: skip
     if results.get("dose_response"):
         lines += [
             "### alpha dose-response (rare topics)",
