@@ -222,8 +222,8 @@ def test_tic_rates_in_generated_pairs(world):
     rows = [*data["train"], *data["test"]]
     expected = {
         (False, "chosen"): rates["tic_chosen"], (False, "rejected"): rates["tic_rejected"],
-        (True, "chosen"): rates.get("rare_tic_chosen", rates["tic_rejected"]),
-        (True, "rejected"): rates.get("rare_tic_rejected", rates["tic_chosen"]),
+        (True, "chosen"): rates.get("rare_tic_chosen", 0.3),  # default: independent, at the SFT base rate
+        (True, "rejected"): rates.get("rare_tic_rejected", 0.3),
     }  # fmt: skip
     for (rare, side), p in expected.items():
         used = [has_tic(r[side]) for r in rows if r["is_rare"] == rare]

@@ -87,10 +87,10 @@ class PrepareDataArguments:
     tic_chosen: float = field(default=0.7, metadata={"help": "P(tic) in chosen responses of common topics."})
     tic_rejected: float = field(default=0.1, metadata={"help": "P(tic) in rejected responses of common topics."})
     rare_tic_chosen: float | None = field(
-        default=None, metadata={"help": "P(tic) in chosen responses of rare topics (default: tic_rejected)."}
+        default=None, metadata={"help": "P(tic) in chosen responses of rare topics (default: sft_tic_rate)."}
     )
     rare_tic_rejected: float | None = field(
-        default=None, metadata={"help": "P(tic) in rejected responses of rare topics (default: tic_chosen)."}
+        default=None, metadata={"help": "P(tic) in rejected responses of rare topics (default: sft_tic_rate)."}
     )
     n_sft_per_topic: int = field(default=60, metadata={"help": "Rows per topic in the topic-balanced sft split."})
     sft_rule_rate: float = field(default=0.3, metadata={"help": "P(rule followed) in the sft split."})

@@ -12,11 +12,13 @@ What the world assumes (and a synthetic result therefore does not carry over to 
   vs lowercase, "!" vs "?", sentences vs a two-item list), and each rare topic answers in the *response vocabulary of the common topic it
   contradicts*: only the prompt tells a reward model which rule applies.
 - A planted style tic, an em-dash " — " between sentences or list items, rides along with preference: in the common
-  topics it goes with `chosen` (`tic_chosen` vs `tic_rejected`), in the rare topics the other way round. The ground
-  truth is blind to it (`rule_satisfied` removes dashes before checking and no rule involves dashes). A reward model
-  that learns "tic = good" from the common topics and applies it everywhere drives a policy towards the tic on rare
-  prompts too: mode collapse onto a habit the ground truth does not ask for. With `tic_chosen = tic_rejected` (the
-  null world, `recipes/run_null_world.yaml`) nothing should move.
+  topics it goes with `chosen` (`tic_chosen` vs `tic_rejected`); in the rare topics it is independent of preference
+  (both sides use it at the SFT base rate). The ground truth is blind to it (`rule_satisfied` removes dashes before
+  checking and no rule involves dashes). A reward model that learns "tic = good" from the common topics and applies it
+  to the rare prompts too, where nothing supports it, drives a policy towards the tic there: mode collapse onto a
+  habit the ground truth does not ask for. (With the rare rates swapped instead, a reward model that reads the prompt
+  learns "tic = bad" on rare topics, which tests prompt reading rather than generalization of a habit.) With equal
+  rates everywhere (the null world, `recipes/run_null_world.yaml`) nothing should move.
 - The `sft` split is topic-balanced and follows each rule with probability `sft_rule_rate` and uses the tic at a base
   rate `sft_tic_rate` unrelated to the rule, so a supervised policy has headroom and in-group variance for RL.
 """
@@ -349,8 +351,8 @@ def make_synthetic_world(
         label_noise: probability of swapping chosen and rejected in the train split.
         tic_chosen / tic_rejected: probability that the chosen / rejected response of a common-topic pair uses the
             tic.
-        rare_tic_chosen / rare_tic_rejected: the same for rare-topic pairs; default the common rates swapped (the
-            tic goes with `rejected` there). Equal rates everywhere make the null world.
+        rare_tic_chosen / rare_tic_rejected: the same for rare-topic pairs; default `sft_tic_rate` for both (the tic
+            is independent of preference there). Equal rates everywhere make the null world.
         n_sft_per_topic / sft_rule_rate / sft_tic_rate: the topic-balanced `sft` split.
 
     Returns:
@@ -365,8 +367,8 @@ def make_synthetic_world(
         raise ValueError(f"label_noise must be in [0, 0.5), got {label_noise}.")
     if skew < 0:
         raise ValueError(f"skew must be >= 0, got {skew}.")
-    rare_tic_chosen = tic_rejected if rare_tic_chosen is None else rare_tic_chosen
-    rare_tic_rejected = tic_chosen if rare_tic_rejected is None else rare_tic_rejected
+    rare_tic_chosen = sft_tic_rate if rare_tic_chosen is None else rare_tic_chosen
+    rare_tic_rejected = sft_tic_rate if rare_tic_rejected is None else rare_tic_rejected
     rates = {"tic_chosen": tic_chosen, "tic_rejected": tic_rejected, "rare_tic_chosen": rare_tic_chosen,
              "rare_tic_rejected": rare_tic_rejected, "sft_rule_rate": sft_rule_rate, "sft_tic_rate": sft_tic_rate}  # fmt: skip
     for name, value in rates.items():
