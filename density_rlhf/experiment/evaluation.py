@@ -289,16 +289,14 @@ def evaluate_reward_model(scorer, split, buckets: list[str]) -> dict[str, dict[s
 def paired_items(first: dict[str, Any], second: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Two reward models on the same held-out pairs, paired by pair: per group, how many pairs only the first / only
     the second gets right (the discordant pairs), the accuracy difference, and the exact McNemar p-value."""
-    from scipy.stats import binomtest
+    from .stats import mcnemar_p
 
     out = {}
     for g, idx in first["groups"].items():
         a, b = first["correct"][idx], second["correct"][idx]
         only_first, only_second = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
-        discordant = only_first + only_second
-        p = binomtest(only_first, discordant, 0.5).pvalue if discordant else 1.0
         out[g] = {"n": int(len(idx)), "only_first": only_first, "only_second": only_second,
-                  "difference": float((a - b).mean()), "p_value": float(p)}  # fmt: skip
+                  "difference": float((a - b).mean()), "p_value": mcnemar_p(only_first, only_second)}  # fmt: skip
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .stats import _difference, holm, mean_ci, minimum_detectable_effect
+from .stats import _difference, holm, mcnemar_p, mean_ci, minimum_detectable_effect
 
 
 HYPOTHESES = ("A", "B", "C", "D")
@@ -28,18 +28,16 @@ def pooled_paired_items(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[s
     """The item-paired RM comparisons of every seed pooled: discordant pairs summed over seeds, the exact McNemar
     p-value on the sums, the mean of the per-seed accuracy differences. Within-seed pairing only: the between-seed
     spread (training randomness) is in `comparisons`, not here."""
-    from scipy.stats import binomtest
-
     out: dict[str, dict[str, dict[str, Any]]] = {}
     seeds = sorted(per_seed)
     for name in sorted({n for s in seeds for n in per_seed[s].get("paired_items", {})}):
         blocks = [per_seed[s]["paired_items"][name] for s in seeds if name in per_seed[s].get("paired_items", {})]
         for g in sorted(set.intersection(*(set(b) for b in blocks))):
             first, second = sum(b[g]["only_first"] for b in blocks), sum(b[g]["only_second"] for b in blocks)
-            p = binomtest(first, first + second, 0.5).pvalue if first + second else 1.0
             out.setdefault(name, {})[g] = {
                 "seeds": len(blocks), "n": sum(b[g]["n"] for b in blocks), "only_first": first, "only_second": second,
-                "difference": float(np.mean([b[g]["difference"] for b in blocks])), "p_value": float(p),
+                "difference": float(np.mean([b[g]["difference"] for b in blocks])),
+                "p_value": mcnemar_p(first, second),
             }  # fmt: skip
     return out
 

@@ -75,3 +75,11 @@ def _difference(values: list[float]) -> dict[str, Any]:
     stat = mean_ci(values)
     stat.update(verdict=verdict(stat), mde=minimum_detectable_effect(values), p_value=p_value(values))
     return stat
+
+
+def mcnemar_p(only_first: int, only_second: int) -> float:
+    """Exact McNemar p-value (two-sided binomial test on the discordant pairs); 1.0 without discordant pairs."""
+    from scipy.stats import binomtest
+
+    discordant = only_first + only_second
+    return float(binomtest(only_first, discordant, 0.5).pvalue) if discordant else 1.0
