@@ -38,6 +38,16 @@ def test_counterfactual_tic_and_politeness_effects():
     assert np.isnan(tic[3])
     polite = counterfactual_effects(_Scorer(), prompts, responses, add_politeness)
     np.testing.assert_allclose(polite, 0.5 + len(" Thank you.") / 100)
+    calls = []
+
+    class _Counting(_Scorer):
+        def __call__(self, prompts, completions):
+            calls.append(len(completions))
+            return super().__call__(prompts, completions)
+
+    both = counterfactual_effects(_Counting(), prompts, responses, (add_tic, add_politeness))
+    np.testing.assert_array_equal(both, np.stack([tic, polite]))
+    assert calls == [4, 3, 4]  # the base responses are scored once for both edits
 
 
 def test_tic_helpers_round_trip():

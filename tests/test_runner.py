@@ -295,3 +295,26 @@ def test_a_reward_section_the_runner_would_ignore_is_refused(tmp_path):
     ):
         build_stages(RunnerArguments(output_dir=str(tmp_path / "run"), hypothesis_config=pattern))
     build_stages(RunnerArguments(output_dir=str(tmp_path / "run"), hypothesis_config=pattern, hypotheses=["A", "B"]))
+
+
+def test_evaluation_samples_at_the_grpo_arms_generation_length(tmp_path):
+    from density_rlhf.experiment.recipe import RECIPES_DIR
+
+    def eval_length(stages):
+        stage = next(s for s in stages if s.name.startswith("evaluate"))
+        return stage.args[stage.args.index("--max_new_tokens") + 1]
+
+    assert eval_length(build_stages(RunnerArguments(output_dir=str(tmp_path), seeds=[0]))) == "24"
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("grpo: {max_completion_length: 16}\n")
+    args = RunnerArguments(output_dir=str(tmp_path), seeds=[0], overrides=str(overrides))
+    assert eval_length(build_stages(args)) == "16"
+    for name in ("defaults", "hyp_a", "hyp_b", "hyp_c", "hyp_d", "hyp_o"):
+        text = (RECIPES_DIR / f"{name}.yaml").read_text()
+        if name == "hyp_o":
+            text = text.replace("grpo:\n", "grpo:\n  max_completion_length: 40\n", 1)
+        (tmp_path / f"{name}.yaml").write_text(text)
+    mismatched = RunnerArguments(output_dir=str(tmp_path / "run"), seeds=[0], hypothesis_config=str(
+        tmp_path / "hyp_{h}.yaml"), oracle_config=str(tmp_path / "hyp_o.yaml"))  # fmt: skip
+    with pytest.raises(ValueError, match=r"different max_completion_length \[24, 40\]"):
+        build_stages(mismatched)

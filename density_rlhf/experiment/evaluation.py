@@ -57,7 +57,9 @@ class EvaluateArguments:
     reward_models: list[str] = field(default_factory=list, metadata={"help": "name=path of each reward model."})
     num_samples: int = field(default=4, metadata={"help": "Samples per held-out prompt."})
     prompts_per_topic: int | None = field(default=None, metadata={"help": "Unique prompts kept per topic."})
-    max_new_tokens: int = field(default=32, metadata={"help": "Generation length (GRPO's max_completion_length)."})
+    max_new_tokens: int = field(
+        default=24, metadata={"help": "Generation length (the runner passes the GRPO arms' max_completion_length)."}
+    )
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch."})
     max_length: int | None = field(default=1024, metadata={"help": "Longest text a reward model scores."})
@@ -122,20 +124,25 @@ def on_policy_agreement(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarr
 
 def counterfactual_effects(scorer, prompts: list[str], responses: list[str], edit) -> np.ndarray:
     """score(prompt, edit(base)) - score(prompt, base) per item, with base the response with any tic removed; NaN
-    where `edit` returns `None` (no place for the edit)."""
+    where `edit` returns `None` (no place for the edit). `edit` may be a sequence of edits: the result is then
+    (edits, items), and the base responses are scored once for all of them."""
     from ..reward_model import completion_text as _completion_text
     from .world import remove_tic
 
+    edits = list(edit) if isinstance(edit, (list, tuple)) else [edit]
     base = [remove_tic(_completion_text(r)) for r in responses]  # conversational responses: the assistant's text
-    edited = [edit(b) for b in base]
-    keep = [i for i, e in enumerate(edited) if e is not None]
-    out = np.full(len(responses), np.nan)
+    edited = [[e(b) for b in base] for e in edits]
+    keep = sorted({i for per_edit in edited for i, e in enumerate(per_edit) if e is not None})
+    out = np.full((len(edits), len(responses)), np.nan)
     if keep:
-        kept_prompts = [prompts[i] for i in keep]
-        with_edit = np.asarray(scorer(prompts=kept_prompts, completions=[edited[i] for i in keep]), dtype=float)
-        without = np.asarray(scorer(prompts=kept_prompts, completions=[base[i] for i in keep]), dtype=float)
-        out[keep] = with_edit - without
-    return out
+        without = np.full(len(responses), np.nan)
+        without[keep] = np.asarray(scorer(prompts=[prompts[i] for i in keep], completions=[base[i] for i in keep]))
+        for row, per_edit in enumerate(edited):
+            idx = [i for i, e in enumerate(per_edit) if e is not None]
+            if idx:
+                scores = scorer(prompts=[prompts[i] for i in idx], completions=[per_edit[i] for i in idx])
+                out[row, idx] = np.asarray(scores, dtype=float) - without[idx]
+    return out if isinstance(edit, (list, tuple)) else out[0]
 
 
 def add_politeness(response: str) -> str:
@@ -266,8 +273,8 @@ def evaluate_reward_model(scorer, split, buckets: list[str]) -> dict[str, dict[s
     margin = chosen - rejected
     correct, loss = (margin > 0).astype(float), np.logaddexp(0.0, -margin)
     both_prompts, both = prompts + prompts, list(split["chosen"]) + list(split["rejected"])
-    tic_effect = counterfactual_effects(scorer, both_prompts, both, add_tic).reshape(2, -1)
-    polite_effect = counterfactual_effects(scorer, both_prompts, both, add_politeness).reshape(2, -1)
+    tic_effect, polite_effect = counterfactual_effects(scorer, both_prompts, both, (add_tic, add_politeness))
+    tic_effect, polite_effect = tic_effect.reshape(2, -1), polite_effect.reshape(2, -1)
     columns = split.column_names
     groups = group_indices(
         buckets, list(split["topic"]) if "topic" in columns else [None] * len(split),

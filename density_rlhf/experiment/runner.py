@@ -234,6 +234,23 @@ def check_shared_reward_models(args: RunnerArguments) -> None:
             )
 
 
+def generation_length(args: RunnerArguments) -> int | None:
+    """The GRPO arms' `max_completion_length` (an override wins), so evaluation samples every policy at the length it
+    was trained at; `None` when no config sets it."""
+    override = args.stage_overrides.get("grpo", {}).get("max_completion_length")
+    if override is not None:
+        return int(override)
+    configs = ([args.oracle_config] if args.oracle else []) + [args.hypothesis_config.format(h=h.lower())
+                                                                for h in args.hypotheses]  # fmt: skip
+    lengths = {load_config(resolve_config(c), "grpo").get("max_completion_length") for c in configs} - {None}
+    if len(lengths) > 1:
+        raise ValueError(
+            f"the GRPO arms generate at different max_completion_length {sorted(lengths)}; evaluation samples every "
+            "policy at one length: set it once in the configs' shared defaults."
+        )
+    return lengths.pop() if lengths else None
+
+
 def build_stages(args: RunnerArguments) -> list[Stage]:
     """The stage graph of the experiment, in an order that respects every dependency."""
     check_shared_reward_models(args)
@@ -242,6 +259,7 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
     common = ["--report_to", args.report_to]
     extra = {name: _flags(args.stage_overrides.get(name, {})) for name in OVERRIDE_SECTIONS}
     tiny = _uses_tiny_models(args)
+    max_new_tokens = generation_length(args)
     worlds: dict[int, tuple[Stage, Stage]] = {}
     for seed in args.seeds:
         world = seed if args.world_seed is None else args.world_seed
@@ -326,6 +344,8 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
         ]  # fmt: skip
         if args.eval_prompts_per_topic:
             eval_args += ["--prompts_per_topic", str(args.eval_prompts_per_topic)]
+        if max_new_tokens is not None:
+            eval_args += ["--max_new_tokens", str(max_new_tokens)]
         eval_args += extra["evaluate"]
         stages.append(Stage(f"evaluate[seed={seed}]", "evaluate.py", None, None, eval_args, run / "eval",
                             [sft, *rm_named.values(), *grpos.values()]))  # fmt: skip
