@@ -53,7 +53,8 @@ class RunnerArguments:
         oracle_config (`str`, *optional*, defaults to `"hyp_o.yaml"`):
             YAML of the oracle arm (a `grpo:` section).
         max_parallel (`int`, *optional*, defaults to `2`):
-            Stages run at once when their inputs are ready; each gets `cpu_count // max_parallel` threads.
+            Stages run at once when their inputs are ready; each gets `cpu_count // max_parallel` threads (a last
+            stage running alone gets every core).
         prepare_config / density_config / sft_config (`str`, *optional*):
             Recipe YAMLs of the data, density and SFT stages.
         hypothesis_config (`str`, *optional*, defaults to `"hyp_{h}.yaml"`):
@@ -506,7 +507,8 @@ def run_all(stages: list[Stage], launcher: str, log_dir: Path, max_parallel: int
     stages, lets the running ones finish, and is raised."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    threads = max(1, (os.cpu_count() or 1) // max_parallel) if max_parallel > 1 else 0
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // max_parallel) if max_parallel > 1 else 0
     order = {id(stage): i for i, stage in enumerate(stages, start=1)}
     done: set[int] = set()
     pending, running, timings = list(stages), {}, []
@@ -516,7 +518,10 @@ def run_all(stages: list[Stage], launcher: str, log_dir: Path, max_parallel: int
             ready = [s for s in pending if all(id(d) in done for d in s.deps)] if failure is None else []
             for stage in ready[: max_parallel - len(running)]:
                 pending.remove(stage)
-                future = pool.submit(run_stage, stage, launcher, log_dir, order[id(stage)], len(stages), threads)
+                # the last stage (usually the final evaluation) would leave cores idle: it gets them all
+                alone = threads and not running and not pending
+                future = pool.submit(run_stage, stage, launcher, log_dir, order[id(stage)], len(stages),
+                                     cores if alone else threads)  # fmt: skip
                 running[future] = stage
             if not running:
                 break
