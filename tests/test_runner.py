@@ -318,3 +318,20 @@ def test_evaluation_samples_at_the_grpo_arms_generation_length(tmp_path):
         tmp_path / "hyp_{h}.yaml"), oracle_config=str(tmp_path / "hyp_o.yaml"))  # fmt: skip
     with pytest.raises(ValueError, match=r"different max_completion_length \[24, 40\]"):
         build_stages(mismatched)
+
+
+def test_concurrent_stages_share_the_cores_and_a_last_stage_alone_gets_them_all(tmp_path, monkeypatch):
+    from density_rlhf.experiment import runner
+
+    threads = {}
+
+    def fake_run_stage(stage, launcher, log_dir, index, total, threads_for_stage=0):
+        threads[stage.name] = threads_for_stage
+        return {"stage": stage.name, "seconds": 0.0}
+
+    monkeypatch.setattr(runner, "run_stage", fake_run_stage)
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 4)
+    first, second = (runner.Stage(n, "train_rm.py", None, None, [], tmp_path / n) for n in ("a", "b"))
+    last = runner.Stage("c", "evaluate.py", None, None, [], tmp_path / "c", [first, second])
+    runner.run_all([first, second, last], "accelerate", tmp_path, max_parallel=2)
+    assert threads == {"a": 2, "b": 2, "c": 4}
