@@ -78,8 +78,12 @@ def test_scale_config_without_gpu_is_refused_up_front(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("only meaningful without a GPU")
     args = RunnerArguments(
-        output_dir=str(tmp_path), sft_config="scale/sft.yaml", hypothesis_config="scale/hyp_{h}.yaml", **SMOKE
-    )
+        output_dir=str(tmp_path),
+        sft_config="scale/sft.yaml",
+        hypothesis_config="scale/hyp_{h}.yaml",
+        oracle=False,
+        **SMOKE,
+    )  # no oracle, as in recipes/scale/run_hypotheses.yaml (the tiny oracle's 24 tokens would be refused first)
     with pytest.raises(SystemExit, match="GPU recipe"):
         run(args)
     assert not (tmp_path / "world0").exists()  # nothing ran
