@@ -261,10 +261,11 @@ def evaluate_policy(
     return results
 
 
-def evaluate_reward_model(scorer, split, buckets: list[str]) -> dict[str, dict[str, float]]:
+def evaluate_reward_model(scorer, split, buckets: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Held-out accuracy and Bradley-Terry loss of a reward model per group, and two counterfactual probes on the
     held-out responses: `tic_effect` (score with the tic minus without, same response) and `politeness_effect`
-    (with " Thank you." appended minus without)."""
+    (with " Thank you." appended minus without). Also returns the per-pair correctness and the group indices, for
+    `paired_items`."""
     from .world import add_tic
 
     prompts = list(split["prompt"])

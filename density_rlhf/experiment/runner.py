@@ -235,14 +235,19 @@ def check_shared_reward_models(args: RunnerArguments) -> None:
             )
 
 
+def grpo_arm_configs(args: RunnerArguments) -> dict[str, str]:
+    """Each GRPO arm (the oracle first when it runs, then the hypotheses) and the YAML it trains from."""
+    arms = ([ORACLE] if args.oracle else []) + list(args.hypotheses)
+    return {h: args.oracle_config if h == ORACLE else args.hypothesis_config.format(h=h.lower()) for h in arms}
+
+
 def generation_length(args: RunnerArguments) -> int | None:
     """The GRPO arms' `max_completion_length` (an override wins), so evaluation samples every policy at the length it
     was trained at; `None` when no config sets it."""
     override = args.stage_overrides.get("grpo", {}).get("max_completion_length")
     if override is not None:
         return int(override)
-    configs = ([args.oracle_config] if args.oracle else []) + [args.hypothesis_config.format(h=h.lower())
-                                                                for h in args.hypotheses]  # fmt: skip
+    configs = grpo_arm_configs(args).values()
     lengths = {load_config(resolve_config(c), "grpo").get("max_completion_length") for c in configs} - {None}
     if len(lengths) > 1:
         raise ValueError(
@@ -306,8 +311,7 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
                            rm_args(run / f"rm_{h.lower()}"), run / f"rm_{h.lower()}", [prep, dens], True)  # fmt: skip
             stages.append(rms[h])
         grpos = {}
-        arms = ([ORACLE] if args.oracle else []) + list(args.hypotheses)
-        for h in arms:
+        for h, config in grpo_arm_configs(args).items():
             grpo_args = [*seeded, "--output_dir", str(run / f"grpo_{h.lower()}"), "--density_index_path", str(density),
                          "--model_name_or_path", str(run / "sft")]  # fmt: skip
             deps = [dens, sft]
@@ -317,7 +321,6 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
             if args.grpo_max_steps:
                 grpo_args += ["--max_steps", str(args.grpo_max_steps), "--save_steps", str(args.grpo_max_steps)]
             grpo_args += extra["grpo"]
-            config = args.oracle_config if h == ORACLE else args.hypothesis_config.format(h=h.lower())
             grpos[h] = Stage(f"grpo_{h}[seed={seed}]", "train_grpo.py", config, "grpo", grpo_args,
                              run / f"grpo_{h.lower()}", deps, True)  # fmt: skip
             stages.append(grpos[h])
