@@ -4,6 +4,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from .estimators import ESTIMATORS, normalize_bounds
 from .sampler import MISSING_POLICIES, PAIR_WEIGHTINGS
 from .schedule import SCHEDULES
 
@@ -26,8 +27,9 @@ class DensityConfigMixin:
             (or a `density_index`/`density_sampler` passed to the trainer).
         density_index_path (`str` or `None`, *optional*):
             Directory of a saved [`DensityIndex`]. Also used, with sampling off, to log per-bucket metrics.
-        density_alpha / density_estimator / density_max_weight_ratio / density_uniform_mix (*optional*):
-            Override the index's weighting (see [`DensityIndex.reweight`]); `None` keeps the index's values.
+        density_alpha / density_estimator / density_max_weight_ratio / density_target_ess / density_uniform_mix (*optional*):
+            Override the index's weighting (see [`DensityIndex.reweight`]); `None` keeps the index's values,
+            `density_max_weight_ratio: .inf` or `density_target_ess: 0` lifts that bound.
         density_pair_weighting (`str`, *optional*, defaults to `"per_pair"`):
             `per_pair` gives every pair its prompt's weight; `per_prompt` splits it across the prompt's pairs.
         density_missing (`str`, *optional*, defaults to `"error"`):
@@ -61,7 +63,12 @@ class DensityConfigMixin:
     density_index_path: str | None = field(default=None, metadata={"help": "Directory of a saved DensityIndex."})
     density_alpha: float | None = field(default=None, metadata={"help": "Override the index's alpha."})
     density_estimator: str | None = field(default=None, metadata={"help": "Override the index's estimator."})
-    density_max_weight_ratio: float | None = field(default=None, metadata={"help": "Clip weights to this max/min."})
+    density_max_weight_ratio: float | None = field(
+        default=None, metadata={"help": "Override the index's max/min weight bound (.inf: none)."}
+    )
+    density_target_ess: float | None = field(
+        default=None, metadata={"help": "Override the index's ESS-fraction target (0: none)."}
+    )
     density_uniform_mix: float | None = field(default=None, metadata={"help": "Mix weights with uniform."})
     density_pair_weighting: str = field(default="per_pair", metadata={"help": f"One of {PAIR_WEIGHTINGS}."})
     density_missing: str = field(default="error", metadata={"help": f"One of {MISSING_POLICIES}."})
@@ -125,6 +132,12 @@ class DensityConfigMixin:
             raise ValueError("density_alpha_start must be >= 0 and density_schedule_epochs >= 1.")
         if self.density_alpha is not None and self.density_alpha < 0:
             raise ValueError(f"density_alpha must be >= 0, got {self.density_alpha}.")
+        if self.density_estimator is not None and self.density_estimator not in ESTIMATORS:
+            raise ValueError(f"density_estimator must be one of {ESTIMATORS} or None, got {self.density_estimator!r}.")
+        try:
+            normalize_bounds(self.density_max_weight_ratio, self.density_target_ess)
+        except ValueError as err:
+            raise ValueError(f"density_{err}") from None
         if self.density_bucket_quantiles is not None and len(self.density_bucket_quantiles) != 2:
             raise ValueError("density_bucket_quantiles needs two values, e.g. `--density_bucket_quantiles 0.2 0.8`.")
 

@@ -29,8 +29,18 @@ unit vectors; chained transitively) form one *group* of multiplicity m, placed o
 
 Weights
 -------
-w_i ∝ p_i^-alpha, clipped so that max/min <= `max_weight_ratio` (the lightest rows are raised to max/ratio), mixed
-with uniform by `uniform_mix`, and normalized to sum to 1. `clip_statistics` says how much clipping changed.
+w_i ∝ p_i^-alpha_eff, capped at the top, mixed with uniform by `uniform_mix` and normalized to sum to 1. Two bounds,
+each `None` to lift it, keep a few prompts from deciding the weights (`bounded_log_weights`):
+
+- `target_ess`: the effective sample size 1/Σw² stays at or above this fraction of N. The heaviest weights are capped
+  (truncated importance weights): the cap is the highest one that meets the target, so only the outliers at the top
+  change, and they keep more weight than every prompt below the cap.
+- `max_weight_ratio`: max/min stays at or below this. alpha_eff is the largest alpha' <= alpha whose capped weights
+  meet the bound (bisection); tempering keeps the order of all prompts and raises no prompt to a floor.
+
+Equal densities get equal weights and a denser prompt never gets more weight. With both bounds `None` the weights are
+the raw p^-alpha. `bounded_log_weights` reports alpha_eff, the share of prompts at the cap, the sampling mass the
+bounds moved and which bound is active.
 """
 
 import numpy as np
@@ -41,9 +51,9 @@ ESTIMATORS = ("intrinsic", "mean_distance", "kth_distance")
 # (distance 0 measured) fall inside, the closest distinct HH-RLHF prompts (0.35) far outside. Larger values chain dense
 # clouds of distinct points into one group (3,000 points on a small plane merge entirely at 0.01).
 DEFAULT_DUPLICATE_TOLERANCE = 1e-3
-# Chosen on the shared HH-RLHF sample and the synthetic world (README, "Choosing the default weights"): it never binds
-# on the synthetic world (max/min ~700 there) and bounds real prompt sets, whose raw ratios reach 10^3-10^5.
+# The defaults and how they were chosen: docs/density.md.
 DEFAULT_MAX_WEIGHT_RATIO = 1000.0
+DEFAULT_TARGET_ESS = 0.3
 
 
 def group_duplicates(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -121,40 +131,137 @@ def log_density(
 
 
 def raw_log_weights(log_p: np.ndarray, alpha: float) -> np.ndarray:
-    """log of p^-alpha shifted so that the largest is 0 (before clipping and mixing)."""
+    """log of p^-alpha shifted so that the largest is 0 (before the bounds and mixing)."""
     log_w = -alpha * np.asarray(log_p, dtype=np.float64)
     return log_w - log_w.max()
 
 
-def density_weights(
-    log_p: np.ndarray, alpha: float = 1.0, *, max_weight_ratio: float | None = None, uniform_mix: float = 0.0
-) -> np.ndarray:
-    """Normalized weights ∝ density^-alpha, clipped to `max_weight_ratio` and mixed with uniform by `uniform_mix`."""
-    log_w = raw_log_weights(log_p, alpha)
+def normalize_bounds(max_weight_ratio: float | None, target_ess: float | None) -> tuple[float | None, float | None]:
+    """The bounds with `None` for "no bound" (also spelled `inf` and `0`); `ValueError` outside [1, inf] and [0, 1]."""
     if max_weight_ratio is not None:
-        log_w = np.maximum(log_w, -np.log(max_weight_ratio))
+        if isinstance(max_weight_ratio, bool) or not max_weight_ratio >= 1:  # also refuses NaN
+            raise ValueError(f"max_weight_ratio must be >= 1 (inf or None: no bound), got {max_weight_ratio}.")
+        max_weight_ratio = None if np.isinf(max_weight_ratio) else float(max_weight_ratio)
+    if target_ess is not None:
+        if isinstance(target_ess, bool) or not 0 <= target_ess <= 1:
+            raise ValueError(f"target_ess must be in [0, 1], a fraction of N (0 or None: no bound), got {target_ess}.")
+        target_ess = float(target_ess) or None
+    return max_weight_ratio, target_ess
+
+
+def _capped_log_ess(sorted_log_w: np.ndarray, prefix1: np.ndarray, prefix2: np.ndarray, cap: float) -> float:
+    """log ESS of exp(min(log_w, cap)), from the log prefix sums of exp(log_w) and exp(2 log_w) (sorted ascending)."""
+    below = int(np.searchsorted(sorted_log_w, cap, side="right"))
+    above = len(sorted_log_w) - below
+    log_a, log_b = np.log(above) + cap if above else -np.inf, np.log(above) + 2 * cap if above else -np.inf
+    if below:
+        log_a, log_b = np.logaddexp(prefix1[below - 1], log_a), np.logaddexp(prefix2[below - 1], log_b)
+    return float(2 * log_a - log_b)
+
+
+def _ess_cap(sorted_log_w: np.ndarray, target_ess: float | None) -> float:
+    """The highest cap on sorted log weights (max 0) whose capped weights keep ESS >= target_ess * N (0: no cap).
+
+    ESS only grows as the cap comes down (to N when it reaches the smallest weight), so bisection finds it.
+    """
+    if target_ess is None:
+        return 0.0
+    log_target = np.log(target_ess * len(sorted_log_w))
+    w = np.exp(sorted_log_w)  # the largest log weight is 0, so no overflow
+    if 2 * np.log(w.sum()) - np.log(np.square(w).sum()) >= log_target:
+        return 0.0
+    prefix1, prefix2 = np.logaddexp.accumulate(sorted_log_w), np.logaddexp.accumulate(2 * sorted_log_w)
+    lo, hi = float(sorted_log_w[0]), 0.0  # lo meets the target (uniform weights), hi does not
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if _capped_log_ess(sorted_log_w, prefix1, prefix2, mid) >= log_target:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def bounded_log_weights(
+    log_p: np.ndarray, alpha: float, *, max_weight_ratio: float | None = None, target_ess: float | None = None
+) -> tuple[np.ndarray, dict]:
+    """log weights ∝ p^-alpha_eff, capped for `target_ess`, within `max_weight_ratio` (module docstring), and how the
+    bounds changed them.
+
+    Returns:
+        `(log_w, stats)`: log weights with maximum 0, and `alpha` (asked), `alpha_effective`, `capped_fraction`
+        (prompts at the cap), `mass_moved` (total-variation distance between the normalized raw p^-alpha weights and
+        the bounded ones: the fraction of draws the bounds send elsewhere), `raw_ratio` (max/min of the raw weights,
+        may be `inf`), `ratio` and `ess_fraction` (of the bounded weights) and `active_bounds`.
+    """
+    max_weight_ratio, target_ess = normalize_bounds(max_weight_ratio, target_ess)
+    log_p = np.asarray(log_p, dtype=np.float64)
+    u = raw_log_weights(log_p, 1.0)
+    u_sorted = np.sort(u)
+    log_bound = np.inf if max_weight_ratio is None else float(np.log(max_weight_ratio))
+
+    def capped_range(a: float) -> tuple[float, float]:
+        cap = _ess_cap(a * u_sorted, target_ess)
+        return cap, cap - a * u_sorted[0]
+
+    alpha_eff = float(alpha)
+    cap, spread = capped_range(alpha_eff)
+    if spread > log_bound:
+        lo, hi = 0.0, alpha_eff  # alpha' = 0 is uniform and meets every bound
+        while hi - lo > 1e-9 * alpha_eff:
+            mid = 0.5 * (lo + hi)
+            if capped_range(mid)[1] <= log_bound:
+                lo = mid
+            else:
+                hi = mid
+        alpha_eff = lo
+        cap, spread = capped_range(alpha_eff)
+    log_w = np.minimum(alpha_eff * u, cap)
+    log_w -= log_w.max()
+    raw = np.exp(alpha * u - np.logaddexp.reduce(alpha * u))
+    bounded = np.exp(log_w - np.logaddexp.reduce(log_w))
+    raw_spread = -alpha * u_sorted[0]
+    active = [name for name, on in (("target_ess", cap < 0), ("max_weight_ratio", alpha_eff < alpha)) if on]
+    stats = {
+        "alpha": float(alpha), "alpha_effective": alpha_eff, "capped_fraction": float((alpha_eff * u > cap).mean()),
+        "mass_moved": float(0.5 * np.abs(raw - bounded).sum()),
+        "raw_ratio": float(np.exp(raw_spread)) if raw_spread < 700 else float("inf"),
+        "ratio": float(np.exp(-log_w.min())), "ess_fraction": effective_sample_size(bounded) / len(bounded),
+        "active_bounds": active,
+    }  # fmt: skip
+    return log_w, stats
+
+
+def bounded_weights(
+    log_p: np.ndarray,
+    alpha: float = 1.0,
+    *,
+    max_weight_ratio: float | None = None,
+    target_ess: float | None = None,
+    uniform_mix: float = 0.0,
+) -> tuple[np.ndarray, dict]:
+    """Normalized weights of `bounded_log_weights`, mixed with uniform by `uniform_mix`, and its statistics."""
+    log_w, stats = bounded_log_weights(log_p, alpha, max_weight_ratio=max_weight_ratio, target_ess=target_ess)
     w = np.exp(log_w)
     w /= w.sum()
     if uniform_mix:
         w = (1.0 - uniform_mix) * w + uniform_mix / len(w)
-    return w
+    return w, stats
 
 
-def clip_statistics(log_p: np.ndarray, alpha: float, max_weight_ratio: float | None) -> dict[str, float]:
-    """How much `max_weight_ratio` changed the weights: rows raised to the floor, and the sampling mass moved.
-
-    `mass_moved` is the total-variation distance between the clipped and unclipped normalized weights, i.e. the
-    fraction of draws that clipping sends to other rows. `raw_ratio` is max/min before clipping (may be `inf`).
-    """
-    log_w = raw_log_weights(log_p, alpha)
-    raw_ratio = float(np.exp(-log_w.min())) if -log_w.min() < 700 else float("inf")
-    if max_weight_ratio is None:
-        return {"clipped_fraction": 0.0, "mass_moved": 0.0, "raw_ratio": raw_ratio}
-    floor = -np.log(max_weight_ratio)
-    raw = np.exp(log_w)
-    clipped = np.exp(np.maximum(log_w, floor))
-    moved = 0.5 * np.abs(raw / raw.sum() - clipped / clipped.sum()).sum()
-    return {"clipped_fraction": float((log_w < floor).mean()), "mass_moved": float(moved), "raw_ratio": raw_ratio}
+def density_weights(
+    log_p: np.ndarray,
+    alpha: float = 1.0,
+    *,
+    max_weight_ratio: float | None = None,
+    target_ess: float | None = None,
+    uniform_mix: float = 0.0,
+) -> np.ndarray:
+    """Normalized weights ∝ density^-alpha within the bounds, mixed with uniform by `uniform_mix`."""
+    return bounded_weights(
+        log_p, alpha, max_weight_ratio=max_weight_ratio, target_ess=target_ess, uniform_mix=uniform_mix
+    )[0]
 
 
 def effective_sample_size(weights: np.ndarray) -> float:

@@ -5,6 +5,7 @@ functions in `density_rlhf.estimators`; embedding in `density_rlhf.embedding`; F
 the saved form (checksums, Hub) in `density_rlhf.artifact`. This class ties them together.
 """
 
+import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,14 +20,15 @@ from .estimators import (
     BUCKETS,
     DEFAULT_DUPLICATE_TOLERANCE,
     DEFAULT_MAX_WEIGHT_RATIO,
+    DEFAULT_TARGET_ESS,
     ESTIMATORS,
     assign_buckets,
+    bounded_weights,
     bucket_thresholds,
-    clip_statistics,
-    density_weights,
     effective_sample_size,
     intrinsic_dimension,
     log_density,
+    normalize_bounds,
 )
 from .knn import INDEX_TYPES, drop_self_matches, find_duplicates, knn_search, make_faiss_index
 
@@ -64,9 +66,11 @@ class DensityIndex:
             raise ValueError("duplicate_of must give each prompt the first row of its group (<= its own row).")
         self.multiplicity = np.bincount(self.duplicate_of, minlength=n)[self.duplicate_of]
         self.distinct_rows = np.flatnonzero(self.duplicate_of == np.arange(n))  # FAISS id j is prompt distinct_rows[j]
+        metadata.setdefault("target_ess", None)  # indexes saved before the ESS bound existed have none
         self.reweight(
             alpha=metadata["alpha"], estimator=metadata["estimator"], max_weight_ratio=metadata["max_weight_ratio"],
-            uniform_mix=metadata["uniform_mix"], bucket_quantiles=tuple(metadata["bucket_quantiles"]),
+            target_ess=metadata["target_ess"], uniform_mix=metadata["uniform_mix"],
+            bucket_quantiles=tuple(metadata["bucket_quantiles"]),
         )  # fmt: skip
 
     @classmethod
@@ -81,6 +85,7 @@ class DensityIndex:
         alpha: float = 1.0,
         estimator: str = "intrinsic",
         max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO,
+        target_ess: float | None = DEFAULT_TARGET_ESS,
         uniform_mix: float = 0.0,
         duplicate_tolerance: float = DEFAULT_DUPLICATE_TOLERANCE,
         bucket_quantiles: tuple[float, float] = (0.2, 0.8),
@@ -106,9 +111,11 @@ class DensityIndex:
             embedder: sentence-transformers name or path; default the offline all-MiniLM-L6-v2.
             embeddings: precomputed (N, d) embeddings; they are L2-normalized here.
             k: distinct neighbours per prompt (self and its duplicates excluded); must be < the distinct prompts.
-            alpha: weights ∝ density^-alpha (0 uniform, 1 the seeds' 1/density).
+            alpha: weights ∝ density^-alpha (0 uniform, 1 inverse density).
             estimator: `intrinsic`, `mean_distance` or `kth_distance` (see `density_rlhf.estimators`).
-            max_weight_ratio: clip weights so that max/min <= this (default 1000); `None` keeps the raw weights.
+            max_weight_ratio: max/min <= this (default 1000), by tempering alpha; `None` for no bound.
+            target_ess: ESS >= this fraction of N (default 0.3), by capping the heaviest weights; `None` for no
+                bound. With both bounds `None` the weights are the raw density^-alpha.
             uniform_mix: mix the weights with uniform, w = (1-eps) w + eps/N.
             duplicate_tolerance: embeddings closer than this (Euclidean, unit vectors) are one duplicate group.
             bucket_quantiles: density quantiles splitting `rare` / `mid` / `common`.
@@ -141,13 +148,9 @@ class DensityIndex:
         n = len(prompt_ids)
         if not 1 <= k < n:
             raise ValueError(f"k={k} must be between 1 and the number of prompts minus one ({n - 1}).")
-        for name, value in (
-            ("alpha", alpha),
-            ("uniform_mix", uniform_mix),
-            ("duplicate_tolerance", duplicate_tolerance),
-        ):
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
+        if not np.isfinite(duplicate_tolerance) or duplicate_tolerance < 0:
+            raise ValueError(f"duplicate_tolerance must be a finite number >= 0, got {duplicate_tolerance}.")
+        _weighting(alpha, estimator, *normalize_bounds(max_weight_ratio, target_ess), uniform_mix, bucket_quantiles)
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
         if (norms == 0).any():
             raise ValueError("embeddings contain all-zero rows; they have no direction to normalize.")
@@ -171,7 +174,8 @@ class DensityIndex:
         group = np.searchsorted(distinct, duplicate_of)  # row -> its group's position among the distinct rows
         metadata = {
             "embedder": embedder_name, "dim": int(embeddings.shape[1]), "k": k, "alpha": alpha,
-            "estimator": estimator, "max_weight_ratio": max_weight_ratio, "uniform_mix": uniform_mix,
+            "estimator": estimator, "max_weight_ratio": max_weight_ratio, "target_ess": target_ess,
+            "uniform_mix": uniform_mix,
             "duplicate_tolerance": duplicate_tolerance, "bucket_quantiles": list(bucket_quantiles),
             "index_type": type(index).__name__, "n": n, "n_distinct": int(len(distinct)),
             "library_version": __version__,
@@ -183,47 +187,51 @@ class DensityIndex:
 
     def reweight(
         self, *, alpha: float | None = None, estimator: str | None = None, max_weight_ratio: float | None = None,
-        uniform_mix: float | None = None, bucket_quantiles: tuple[float, float] | None = None,
+        target_ess: float | None = None, uniform_mix: float | None = None,
+        bucket_quantiles: tuple[float, float] | None = None,
     ) -> "DensityIndex":  # fmt: skip
-        """Recompute density, weights and buckets from the stored kNN distances (no new search)."""
+        """Recompute density, weights and buckets from the stored kNN distances (no new search), in place.
+
+        `None` keeps the current value; `max_weight_ratio=inf` or `target_ess=0` lifts that bound. Every argument is
+        validated before anything changes, so a `ValueError` leaves the index as it was. Use `reweighted` for a
+        copy.
+        """
         meta = self.metadata
-        if alpha is not None:
-            meta["alpha"] = alpha
-        if estimator is not None:
-            meta["estimator"] = estimator
-        if max_weight_ratio is not None:
-            meta["max_weight_ratio"] = max_weight_ratio
-        if uniform_mix is not None:
-            meta["uniform_mix"] = uniform_mix
-        if bucket_quantiles is not None:
-            meta["bucket_quantiles"] = list(bucket_quantiles)
-        lo, hi = meta["bucket_quantiles"]
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"bucket_quantiles must satisfy 0 <= low <= high <= 1, got {meta['bucket_quantiles']}.")
-        if meta["max_weight_ratio"] is not None and not meta["max_weight_ratio"] >= 1:
-            raise ValueError(
-                f"max_weight_ratio must be >= 1 (or None for raw weights), got {meta['max_weight_ratio']}."
-            )
-        if not 0.0 <= meta["uniform_mix"] <= 1.0:
-            raise ValueError(f"uniform_mix must be in [0, 1], got {meta['uniform_mix']}.")
-        if not np.isfinite(meta["alpha"]) or meta["alpha"] < 0:
-            raise ValueError(f"alpha must be a finite number >= 0, got {meta['alpha']}.")
-        if meta["estimator"] not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {meta['estimator']!r}.")
-        meta.pop("intrinsic_dim", None)
-        if meta["estimator"] == "intrinsic":  # estimated once per distinct point, not once per copy
-            meta["intrinsic_dim"] = intrinsic_dimension(self.knn_distances[self.distinct_rows])
-        self.log_density = log_density(
-            self.knn_distances, meta["estimator"], multiplicity=self.multiplicity,
-            intrinsic_dim=meta.get("intrinsic_dim"),
-        )  # fmt: skip
-        self.weights = density_weights(
-            self.log_density, meta["alpha"], max_weight_ratio=meta["max_weight_ratio"], uniform_mix=meta["uniform_mix"]
+        alpha = meta["alpha"] if alpha is None else alpha
+        estimator = meta["estimator"] if estimator is None else estimator
+        max_weight_ratio, target_ess = normalize_bounds(
+            meta["max_weight_ratio"] if max_weight_ratio is None else max_weight_ratio,
+            meta["target_ess"] if target_ess is None else target_ess,
         )
-        self.clip_stats = clip_statistics(self.log_density, meta["alpha"], meta["max_weight_ratio"])
-        meta["bucket_thresholds"] = bucket_thresholds(self.log_density, tuple(meta["bucket_quantiles"]))
-        self.buckets = assign_buckets(self.log_density, meta["bucket_thresholds"])
+        uniform_mix = meta["uniform_mix"] if uniform_mix is None else uniform_mix
+        quantiles = tuple(meta["bucket_quantiles"] if bucket_quantiles is None else bucket_quantiles)
+        _weighting(alpha, estimator, max_weight_ratio, target_ess, uniform_mix, quantiles)
+        d_hat = intrinsic_dimension(self.knn_distances[self.distinct_rows]) if estimator == "intrinsic" else None
+        log_p = log_density(self.knn_distances, estimator, multiplicity=self.multiplicity, intrinsic_dim=d_hat)
+        weights, stats = bounded_weights(
+            log_p, alpha, max_weight_ratio=max_weight_ratio, target_ess=target_ess, uniform_mix=uniform_mix
+        )
+        thresholds = bucket_thresholds(log_p, quantiles)
+        buckets = assign_buckets(log_p, thresholds)
+        # nothing above can fail once the arguments are valid; from here on the index changes
+        meta.update(
+            alpha=alpha, estimator=estimator, max_weight_ratio=max_weight_ratio, target_ess=target_ess,
+            uniform_mix=uniform_mix, bucket_quantiles=list(quantiles), bucket_thresholds=thresholds,
+        )  # fmt: skip
+        meta.pop("intrinsic_dim", None)
+        if d_hat is not None:  # estimated once per distinct point, not once per copy
+            meta["intrinsic_dim"] = d_hat
+        self.log_density, self.weights, self.bound_stats, self.buckets = log_p, weights, stats, buckets
         return self
+
+    def reweighted(self, **overrides) -> "DensityIndex":
+        """A copy reweighted by `overrides` (the arguments of `reweight`); this index is left as it is.
+
+        The copy shares the read-only embeddings, kNN arrays and FAISS index with this one.
+        """
+        new = copy.copy(self)
+        new.metadata = copy.deepcopy(self.metadata)
+        return new.reweight(**overrides)
 
     def query(
         self, prompts: Sequence[str] | None = None, *, embeddings: np.ndarray | None = None, batch_size: int = 64
@@ -288,15 +296,16 @@ class DensityIndex:
         return dict(zip(self.prompt_ids, self.buckets))
 
     def summary(self) -> dict[str, Any]:
-        """The seeds' validation checklist, in numbers."""
-        w = self.weights
+        """The weights in numbers: size, spread, ESS, the bounds and how much they changed the raw weights."""
+        w, b = self.weights, self.bound_stats
         return {
             "n": len(self), "k": self.metadata["k"], "alpha": self.metadata["alpha"],
-            "estimator": self.metadata["estimator"], "embedder": self.metadata["embedder"],
-            "min_weight": float(w.min()), "max_weight": float(w.max()), "ratio": float(w.max() / w.min()),
-            "ess": effective_sample_size(w), "ess_fraction": effective_sample_size(w) / len(w),
-            "max_weight_ratio": self.metadata["max_weight_ratio"], "raw_ratio": self.clip_stats["raw_ratio"],
-            "clipped_fraction": self.clip_stats["clipped_fraction"], "clip_mass_moved": self.clip_stats["mass_moved"],
+            "alpha_effective": b["alpha_effective"], "estimator": self.metadata["estimator"],
+            "embedder": self.metadata["embedder"], "min_weight": float(w.min()), "max_weight": float(w.max()),
+            "ratio": float(w.max() / w.min()), "ess": effective_sample_size(w),
+            "ess_fraction": effective_sample_size(w) / len(w), "max_weight_ratio": self.metadata["max_weight_ratio"],
+            "target_ess": self.metadata["target_ess"], "active_bounds": b["active_bounds"],
+            "raw_ratio": b["raw_ratio"], "capped_fraction": b["capped_fraction"], "bound_mass_moved": b["mass_moved"],
             "distinct": len(self.distinct_rows), "duplicate_groups": int((np.bincount(self.duplicate_of) > 1).sum()),
             "buckets": {b: self.buckets.count(b) for b in BUCKETS},
         }  # fmt: skip
@@ -338,3 +347,18 @@ class DensityIndex:
 
     def model_card(self, repo_id: str) -> str:
         return index_card(self, repo_id)
+
+
+def _weighting(
+    alpha: float, estimator: str, max_weight_ratio: float | None, target_ess: float | None, uniform_mix: float,
+    bucket_quantiles: Sequence[float],
+) -> None:  # fmt: skip
+    """`ValueError` for a weighting `DensityIndex.reweight` cannot apply."""
+    if not isinstance(alpha, (int, float)) or not np.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha}.")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+    if not isinstance(uniform_mix, (int, float)) or not 0.0 <= uniform_mix <= 1.0:
+        raise ValueError(f"uniform_mix must be in [0, 1], got {uniform_mix}.")
+    if len(bucket_quantiles) != 2 or not 0.0 <= bucket_quantiles[0] <= bucket_quantiles[1] <= 1.0:
+        raise ValueError(f"bucket_quantiles must be (low, high) with 0 <= low <= high <= 1, got {bucket_quantiles}.")

@@ -28,18 +28,19 @@ SAMPLER_STATE_FILE = "density_sampler_state.json"
 
 
 def load_density_index(args: DensityConfigMixin, index=None):
-    """The trainer's index: `index` or `args.density_index_path`, reweighted by the `density_*` overrides."""
+    """The trainer's own index: a copy of `index` (or the one at `args.density_index_path`) reweighted by the
+    `density_*` overrides. The index a caller passes in is never changed, so trainers can share one."""
     from .index import DensityIndex
 
     if index is None and args.density_index_path:
         index = DensityIndex.load(args.density_index_path)
-    if index is not None:
-        index.reweight(
-            alpha=args.density_alpha, estimator=args.density_estimator, max_weight_ratio=args.density_max_weight_ratio,
-            uniform_mix=args.density_uniform_mix,
-            bucket_quantiles=tuple(args.density_bucket_quantiles) if args.density_bucket_quantiles else None,
-        )  # fmt: skip
-    return index
+    if index is None:
+        return None
+    return index.reweighted(
+        alpha=args.density_alpha, estimator=args.density_estimator, max_weight_ratio=args.density_max_weight_ratio,
+        target_ess=args.density_target_ess, uniform_mix=args.density_uniform_mix,
+        bucket_quantiles=tuple(args.density_bucket_quantiles) if args.density_bucket_quantiles else None,
+    )  # fmt: skip
 
 
 def sampling_seed(args) -> int:
@@ -85,6 +86,15 @@ def density_card_section(args: DensityConfigMixin, index, sampler, sources: list
             f"- Index: embedder `{s['embedder']}`, k = {s['k']}, alpha = {s['alpha']}, estimator `{s['estimator']}`, "
             f"{s['n']} prompts, weight ratio {s['ratio']:.3g}, ESS {s['ess']:.1f}"
         )
+        bounds = f"max/min <= {s['max_weight_ratio']}, ESS fraction >= {s['target_ess']}"
+        if s["active_bounds"]:
+            lines.append(
+                f"- Bounds ({bounds}) active: {', '.join(s['active_bounds'])}; alpha {s['alpha']} asked, "
+                f"{s['alpha_effective']:.3g} used; {100 * s['capped_fraction']:.1f}% of prompts at the ESS cap; "
+                f"{100 * s['bound_mass_moved']:.2f}% of the sampling mass moved (raw max/min {s['raw_ratio']:.3g})"
+            )
+        else:
+            lines.append(f"- Bounds ({bounds}): inactive, the weights are the raw density^-alpha")
     if sampler is not None and hasattr(sampler, "summary"):
         lines.append(f"- Sampler ESS over rows: {sampler.summary()['ess']:.1f} of {sampler.summary()['rows']}")
     if sources:
@@ -114,8 +124,9 @@ class DensitySamplingMixin:
 
     With `density_sampling=False` and no `density_sampler` the trainer trains exactly as its base class. With it, the
     rows are drawn by density weight; the sampler's state is saved in every checkpoint and verified on resume; the
-    logs carry `density/ess`, `density/rare_mass` (probability of drawing a rare-bucket row) and, with a schedule or
-    clipping, `density/alpha` and `density/clip_*`; the model card gets a density section.
+    logs carry `density/ess`, `density/rare_mass` (probability of drawing a rare-bucket row), `density/alpha_effective`
+    and the mass the weight bounds moved (`density/bound_*`), and with a schedule `density/alpha`; the model card gets
+    a density section.
 
     Not supported (a `ValueError` says so): packed SFT (packing merges rows), iterable datasets (no row index).
     """
@@ -260,7 +271,7 @@ class DensitySamplingMixin:
         key = (id(sampler), getattr(sampler, "epoch", 0))
         if self._sampler_stats_key != key:
             summary = sampler.summary()
-            names = ("ess", "alpha", "clip_mass_moved", "clip_clipped_fraction")
+            names = ("ess", "alpha", "alpha_effective", "bound_mass_moved", "bound_capped_fraction")
             stats = {f"density/{n}": summary[n] for n in names if n in summary}
             buckets = getattr(sampler, "row_buckets", None)
             if buckets is not None:

@@ -41,8 +41,9 @@ class DensityRewardConfig(DensityConfigMixin, RewardConfig):
             Draw training pairs with probability ∝ density^-alpha of their prompt (Hypotheses B and D).
         density_index_path (`str` or `None`, *optional*):
             Saved [`DensityIndex`]. With sampling off it is still used to log per-bucket metrics.
-        density_alpha, density_estimator, density_max_weight_ratio, density_uniform_mix (*optional*):
-            Override the index's weighting; `None` keeps what the index was built with.
+        density_alpha, density_estimator, density_max_weight_ratio, density_target_ess, density_uniform_mix (*optional*):
+            Override the index's weighting; `None` keeps what the index was built with (`.inf` / `0` lift a
+            bound).
         density_pair_weighting (`str`, *optional*, defaults to `"per_pair"`):
             `per_pair` (every pair gets its prompt's weight) or `per_prompt` (split across the prompt's pairs).
         density_missing (`str`, *optional*, defaults to `"error"`):

@@ -139,7 +139,7 @@ class DensitySampler(Sampler[int]):
         self.num_missing = 0
         self._bucket_codes: np.ndarray | None = None  # int8 per row, set by `from_index`; -1 = not in the index
         self._bucket_names: tuple[str, ...] = ()
-        self.clip_stats: dict[str, float] | None = None  # the index's clipping, set by `from_index`
+        self.bound_stats: dict[str, Any] | None = None  # how the index's bounds changed its weights (`from_index`)
         if log_summary:
             self._log_checklist()
 
@@ -167,7 +167,8 @@ class DensitySampler(Sampler[int]):
         if schedule is not None:
             weights = ScheduledWeights(
                 index.log_density, prompt_index, schedule, max_weight_ratio=index.metadata.get("max_weight_ratio"),
-                uniform_mix=index.metadata.get("uniform_mix", 0.0), pair_weighting=pair_weighting,
+                target_ess=index.metadata.get("target_ess"), uniform_mix=index.metadata.get("uniform_mix", 0.0),
+                pair_weighting=pair_weighting,
             )  # fmt: skip
         sampler = cls(weights, num_samples=num_samples, seed=seed, log_summary=False)
         sampler.num_missing = int((prompt_index < 0).sum())
@@ -177,7 +178,7 @@ class DensitySampler(Sampler[int]):
         sampler._bucket_codes = np.where(prompt_index >= 0, prompt_codes[np.maximum(prompt_index, 0)], -1).astype(
             np.int8
         )
-        sampler.clip_stats = dict(index.clip_stats)
+        sampler.bound_stats = dict(index.bound_stats)
         sampler._log_checklist()
         return sampler
 
@@ -196,7 +197,18 @@ class DensitySampler(Sampler[int]):
             "max_weight": float(w.max()), "ratio": float(w.max() / w.min()) if w.min() > 0 else float("inf"),
             "ess": float(1.0 / np.square(w).sum()),
             **({"alpha": self.scheduled.schedule(self.epoch)} if self.scheduled else {}),
-            **({f"clip_{k}": v for k, v in self.clip_stats.items()} if self.clip_stats else {}),
+            **self._bound_summary(),
+        }  # fmt: skip
+
+    def _bound_summary(self) -> dict[str, Any]:
+        """alpha asked and used, the share of prompts at the ESS cap and the mass the bounds moved."""
+        stats = self.scheduled.bound_stats if self.scheduled is not None else self.bound_stats
+        if not stats:
+            return {}
+        return {
+            "alpha_asked": stats["alpha"], "alpha_effective": stats["alpha_effective"],
+            "bound_capped_fraction": stats["capped_fraction"], "bound_mass_moved": stats["mass_moved"],
+            "bound_raw_ratio": stats["raw_ratio"], "active_bounds": list(stats["active_bounds"]),
         }  # fmt: skip
 
     def _log_checklist(self) -> None:
@@ -206,11 +218,12 @@ class DensitySampler(Sampler[int]):
             s["rows_assigned"], s["rows"], s["min_weight"], s["max_weight"], s["ratio"], s["ess"],
             100 * s["ess"] / s["rows"],
         )  # fmt: skip
-        if self.clip_stats and self.clip_stats["clipped_fraction"] > 0:
+        if s.get("active_bounds"):
             logger.info(
-                "Density weights clipped (raw max/min %.3g): %.1f%% of prompts raised to the floor, %.2f%% of the "
-                "sampling mass moved", self.clip_stats["raw_ratio"], 100 * self.clip_stats["clipped_fraction"],
-                100 * self.clip_stats["mass_moved"],
+                "Density weights bounded by %s: alpha %.3g asked, %.3g used; %.1f%% of prompts at the ESS cap; "
+                "%.2f%% of the sampling mass moved (raw max/min %.3g)", " and ".join(s["active_bounds"]),
+                s["alpha_asked"], s["alpha_effective"], 100 * s["bound_capped_fraction"], 100 * s["bound_mass_moved"],
+                s["bound_raw_ratio"],
             )  # fmt: skip
 
     def set_epoch(self, epoch: int) -> None:
@@ -364,7 +377,7 @@ class DensityRepeatSampler(DensitySampler):
         )
         sampler.num_missing = base.num_missing
         sampler._bucket_codes, sampler._bucket_names = base._bucket_codes, base._bucket_names
-        sampler.clip_stats = base.clip_stats
+        sampler.bound_stats = base.bound_stats
         return sampler
 
     def _draw(self) -> list[int]:

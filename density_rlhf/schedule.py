@@ -1,7 +1,6 @@
 """Adaptive density: an alpha schedule over epochs and a training-signal hook, for any density sampler.
 
-With alpha = 1 on real prompts the weights can span tens of thousands (README, "Choosing the default weights"); a
-schedule eases into them (alpha 0 = uniform, then up), and `update()` lets a curriculum re-weight rows by a training
+A schedule eases into the density weights (alpha 0 = uniform, then up), and `update()` lets a curriculum re-weight rows by a training
 signal (e.g. per-prompt reward variance) on top of density, in the spirit of verl's `AbstractCurriculumSampler`.
 
 Each epoch's weights are a pure function of the schedule, the epoch and the signal recorded so far, so a resumed run
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .estimators import density_weights
+from .estimators import bounded_weights
 
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -58,15 +57,15 @@ class AlphaSchedule:
 
 
 class ScheduledWeights:
-    """Row weights of epoch e: density^-alpha(e) per prompt (clipped to `max_weight_ratio`, mixed with uniform by
-    `uniform_mix`), mapped to rows like `map_prompt_weights`, times the training signal of `update()`.
+    """Row weights of epoch e: density^-alpha(e) per prompt (within `max_weight_ratio` and `target_ess`, mixed with
+    uniform by `uniform_mix`), mapped to rows like `map_prompt_weights`, times the training signal of `update()`.
 
     Args:
         prompt_log_density: log density of every indexed prompt (`DensityIndex.log_density`).
         prompt_index: index of each row's prompt in that array, -1 for rows the index does not know (they get the
             mean prompt weight).
         schedule: the alpha schedule.
-        max_weight_ratio / uniform_mix: as in `DensityIndex.build`, applied at every epoch.
+        max_weight_ratio / target_ess / uniform_mix: as in `DensityIndex.build`, applied at every epoch.
         pair_weighting: `per_pair` or `per_prompt`, as in `map_prompt_weights`.
     """
 
@@ -77,6 +76,7 @@ class ScheduledWeights:
         schedule: AlphaSchedule,
         *,
         max_weight_ratio: float | None = None,
+        target_ess: float | None = None,
         uniform_mix: float = 0.0,
         pair_weighting: str = "per_pair",
     ):
@@ -88,6 +88,8 @@ class ScheduledWeights:
             raise ValueError("prompt_index points past the index's prompts: the index does not match the dataset.")
         self.schedule = schedule
         self.max_weight_ratio = max_weight_ratio
+        self.target_ess = target_ess
+        self.bound_stats: dict = {}  # of the epoch drawn last
         self.uniform_mix = float(uniform_mix)
         self.pair_weighting = pair_weighting
         self.signal = np.ones(len(self.prompt_index))
@@ -99,9 +101,9 @@ class ScheduledWeights:
         """Normalized row weights at `epoch`, with `signal` (default: the one recorded so far)."""
         from .sampler import rows_from_prompt_weights
 
-        prompt_weights = density_weights(
+        prompt_weights, self.bound_stats = bounded_weights(
             self.log_density, self.schedule(epoch), max_weight_ratio=self.max_weight_ratio,
-            uniform_mix=self.uniform_mix,
+            target_ess=self.target_ess, uniform_mix=self.uniform_mix,
         )  # fmt: skip
         signal = self.signal if signal is None else signal
         rows = rows_from_prompt_weights(prompt_weights, self.prompt_index, self.pair_weighting) * signal
@@ -144,5 +146,9 @@ class ScheduledWeights:
         """Identity of the data and index (not of the epoch or the signal), for checkpoint checks."""
         digest = hashlib.sha256(self.log_density.tobytes())
         digest.update(self.prompt_index.tobytes())
-        digest.update(repr((self.schedule, self.max_weight_ratio, self.uniform_mix, self.pair_weighting)).encode())
+        digest.update(
+            repr(
+                (self.schedule, self.max_weight_ratio, self.target_ess, self.uniform_mix, self.pair_weighting)
+            ).encode()
+        )
         return digest.hexdigest()[:16]

@@ -81,7 +81,8 @@ def report_data(index: "DensityIndex", n_examples: int = 20) -> dict[str, Any]:
 
 def _markdown(data: dict[str, Any]) -> str:
     s = data["summary"]
-    clip = "none (raw weights)" if s["max_weight_ratio"] is None else f"{s['max_weight_ratio']:g}"
+    bound = "none" if s["max_weight_ratio"] is None else f"{s['max_weight_ratio']:g}"
+    target = "none" if s["target_ess"] is None else f"{s['target_ess']:g}"
     lines = [
         "# Density weights report",
         "",
@@ -91,10 +92,13 @@ def _markdown(data: dict[str, Any]) -> str:
         "| measure | value |",
         "|---|---|",
         f"| max/min weight | {s['ratio']:.4g} |",
-        f"| max/min before clipping | {s['raw_ratio']:.4g} |",
-        f"| clip (max_weight_ratio) | {clip} |",
-        f"| rows raised by clipping | {100 * s['clipped_fraction']:.1f}% |",
-        f"| sampling mass moved by clipping | {100 * s['clip_mass_moved']:.2f}% |",
+        f"| max/min of the raw density^-alpha | {s['raw_ratio']:.4g} |",
+        f"| bound on max/min (max_weight_ratio) | {bound} |",
+        f"| bound on the ESS fraction (target_ess) | {target} |",
+        f"| bounds active | {', '.join(s['active_bounds']) or 'none'} |",
+        f"| alpha asked / used | {s['alpha']:g} / {s['alpha_effective']:.3g} |",
+        f"| prompts at the ESS cap | {100 * s['capped_fraction']:.1f}% |",
+        f"| sampling mass moved by the bounds | {100 * s['bound_mass_moved']:.2f}% |",
         f"| ESS | {data['ess']:.1f} of {s['n']} ({100 * s['ess_fraction']:.1f}%) |",
         "",
         "## Share of rows vs share of sampling mass",

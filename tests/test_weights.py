@@ -11,7 +11,8 @@ from density_rlhf import DensityIndex, DensitySampler, prompt_id
 from density_rlhf.estimators import (
     DEFAULT_DUPLICATE_TOLERANCE,
     DEFAULT_MAX_WEIGHT_RATIO,
-    clip_statistics,
+    DEFAULT_TARGET_ESS,
+    bounded_log_weights,
     group_duplicates,
     intrinsic_dimension,
     log_density,
@@ -59,8 +60,12 @@ def test_k_plus_five_copies_share_one_prompts_mass():
     members = np.r_[single_id, np.arange(len(x), len(x) + copies)]
     m = copies + 1
     for alpha in (1.0, 0.5):
-        base = DensityIndex.build(None, _ids(len(x)), embeddings=x, k=k, alpha=alpha, max_weight_ratio=None)
-        dup = DensityIndex.build(None, ids, embeddings=with_copies, k=k, alpha=alpha, max_weight_ratio=None)
+        base = DensityIndex.build(
+            None, _ids(len(x)), embeddings=x, k=k, alpha=alpha, max_weight_ratio=None, target_ess=None
+        )
+        dup = DensityIndex.build(
+            None, ids, embeddings=with_copies, k=k, alpha=alpha, max_weight_ratio=None, target_ess=None
+        )
         assert dup.metadata["n_distinct"] == len(x) and dup.summary()["duplicate_groups"] == 1
         assert (dup.duplicate_of[members] == single_id).all() and (dup.multiplicity[members] == m).all()
         assert (dup.knn_distances > 0).all()  # no zero distance: the group is one point of the index
@@ -93,19 +98,27 @@ def test_too_few_distinct_prompts_is_a_clear_error():
         DensityIndex.build(None, _ids(len(x)), embeddings=x, k=5)
 
 
-def test_default_clip_bounds_the_ratio_and_reports_the_mass_it_moved():
+def test_the_ratio_bound_tempers_alpha_and_reports_the_mass_it_moved():
     x = _spread()
-    raw = DensityIndex.build(None, _ids(len(x)), embeddings=x, k=5, max_weight_ratio=None)
-    clipped = DensityIndex.build(None, _ids(len(x)), embeddings=x, k=5)
+    raw = DensityIndex.build(None, _ids(len(x)), embeddings=x, k=5, max_weight_ratio=None, target_ess=None)
+    bounded = DensityIndex.build(None, _ids(len(x)), embeddings=x, k=5, target_ess=None)
     assert raw.summary()["ratio"] > DEFAULT_MAX_WEIGHT_RATIO  # the bound binds here
-    assert clipped.summary()["ratio"] == pytest.approx(DEFAULT_MAX_WEIGHT_RATIO)
-    stats = clip_statistics(raw.log_density, 1.0, DEFAULT_MAX_WEIGHT_RATIO)
-    raised = np.log(raw.weights / raw.weights.max()) < -np.log(DEFAULT_MAX_WEIGHT_RATIO)
-    assert stats["clipped_fraction"] == pytest.approx(raised.mean())
-    assert stats["mass_moved"] == pytest.approx(0.5 * np.abs(raw.weights - clipped.weights).sum())
-    assert stats["mass_moved"] > 0 and clipped.summary()["clip_mass_moved"] == pytest.approx(stats["mass_moved"])
-    sampler = DensitySampler.from_index(clipped, Dataset.from_dict({"prompt_id": clipped.prompt_ids}))
-    assert sampler.summary()["clip_mass_moved"] == pytest.approx(stats["mass_moved"])
+    s = bounded.summary()
+    assert s["ratio"] == pytest.approx(DEFAULT_MAX_WEIGHT_RATIO, rel=1e-6)
+    assert s["active_bounds"] == ["max_weight_ratio"] and 0 < s["alpha_effective"] < s["alpha"] == 1.0
+    _, stats = bounded_log_weights(raw.log_density, 1.0, max_weight_ratio=1000.0)
+    assert stats["mass_moved"] == pytest.approx(0.5 * np.abs(raw.weights - bounded.weights).sum())
+    assert stats["mass_moved"] > 0 and s["bound_mass_moved"] == pytest.approx(stats["mass_moved"])
+    # tempering keeps every prompt's place: the bounded weights are raw^(alpha_eff)
+    np.testing.assert_allclose(np.log(bounded.weights / bounded.weights.max()),
+                               s["alpha_effective"] * np.log(raw.weights / raw.weights.max()), atol=1e-9)  # fmt: skip
+    sampler = DensitySampler.from_index(bounded, Dataset.from_dict({"prompt_id": bounded.prompt_ids}))
+    summary = sampler.summary()
+    assert summary["bound_mass_moved"] == pytest.approx(stats["mass_moved"])
+    assert (summary["alpha_asked"], summary["alpha_effective"]) == (1.0, s["alpha_effective"])
+    # the default adds the ESS target, met here by capping the heaviest prompts
+    default = DensityIndex.build(None, _ids(len(x)), embeddings=x, k=5).summary()
+    assert default["ess_fraction"] >= DEFAULT_TARGET_ESS * (1 - 1e-9) and "target_ess" in default["active_bounds"]
 
 
 def _hh_prompts(path, last_turn: bool) -> list[str]:
@@ -140,7 +153,9 @@ def test_real_hh_prompts_under_the_default(hh_sample, embedder, last_turn):
     texts = prompts + extra
     ids = [prompt_id(p) for p in prompts] + _ids(len(extra), "dup")
     index = DensityIndex.build(texts, ids, embedder=embedder, show_progress=False)
-    raw = DensityIndex.build(texts, ids, embedder=embedder, show_progress=False, max_weight_ratio=None)
+    raw = DensityIndex.build(
+        texts, ids, embedder=embedder, show_progress=False, max_weight_ratio=None, target_ess=None
+    )
     s = index.summary()
     assert s["ratio"] <= DEFAULT_MAX_WEIGHT_RATIO * (1 + 1e-9)
     assert raw.weights.min() / raw.weights.max() >= 1e-12  # nothing underflows even before clipping
@@ -152,7 +167,7 @@ def test_real_hh_prompts_under_the_default(hh_sample, embedder, last_turn):
         np.testing.assert_allclose(raw.log_density[members], raw.log_density[src])
         assert raw.multiplicity[src] == len(members)
     alone = DensityIndex.build(
-        prompts, ids[: len(prompts)], embedder=embedder, show_progress=False, max_weight_ratio=None
+        prompts, ids[: len(prompts)], embedder=embedder, show_progress=False, max_weight_ratio=None, target_ess=None
     )
     for src, members in groups.items():
         ratio_dup = raw.weights[members].sum() / raw.weights[5]

@@ -8,7 +8,7 @@ from pathlib import Path
 from datasets import DatasetDict, load_from_disk
 
 from ..data.prompts import prompt_table
-from ..estimators import DEFAULT_DUPLICATE_TOLERANCE, DEFAULT_MAX_WEIGHT_RATIO
+from ..estimators import DEFAULT_DUPLICATE_TOLERANCE, DEFAULT_MAX_WEIGHT_RATIO, DEFAULT_TARGET_ESS
 from .prepare import PrepareDataArguments, prepare_data
 
 
@@ -38,7 +38,10 @@ class BuildDensityArguments:
         estimator (`str`, *optional*, defaults to `"intrinsic"`):
             `intrinsic`, `mean_distance` or `kth_distance` (see `density_rlhf.index`).
         max_weight_ratio (`float` or `None`, *optional*, defaults to `1000.0`):
-            Clip weights to this max/min ratio; `null` keeps the raw density^-alpha weights.
+            Bound on max/min weight, met by tempering alpha (`null`: no bound).
+        target_ess (`float` or `None`, *optional*, defaults to `0.3`):
+            Bound on the ESS fraction, met by capping the heaviest weights (`null`: no bound). With both bounds
+            `null` the weights are the raw density^-alpha.
         uniform_mix (`float`, *optional*, defaults to `0.0`):
             Mix weights with uniform.
         duplicate_tolerance (`float`, *optional*, defaults to `0.001`):
@@ -74,7 +77,11 @@ class BuildDensityArguments:
     estimator: str = field(default="intrinsic", metadata={"help": "intrinsic, mean_distance or kth_distance."})
     max_weight_ratio: float | None = field(
         default=DEFAULT_MAX_WEIGHT_RATIO,
-        metadata={"help": "Clip weights to this max/min ratio; null for raw weights."},
+        metadata={"help": "Bound on max/min weight, met by tempering alpha (null: no bound)."},
+    )
+    target_ess: float | None = field(
+        default=DEFAULT_TARGET_ESS,
+        metadata={"help": "Bound on the ESS fraction, met by capping the heaviest weights (null: no bound)."},
     )
     uniform_mix: float = field(default=0.0, metadata={"help": "Mix the weights with uniform by this fraction."})
     duplicate_tolerance: float = field(
@@ -122,7 +129,7 @@ def build_density(args: BuildDensityArguments):
     index = DensityIndex.build(
         [row["prompt"] for row in table], [row["id"] for row in table], embedder=args.embedder, k=args.k,
         alpha=args.alpha, estimator=args.estimator, max_weight_ratio=args.max_weight_ratio,
-        uniform_mix=args.uniform_mix, duplicate_tolerance=args.duplicate_tolerance, bucket_quantiles=tuple(args.bucket_quantiles), index_type=args.index_type,
+        target_ess=args.target_ess, uniform_mix=args.uniform_mix, duplicate_tolerance=args.duplicate_tolerance, bucket_quantiles=tuple(args.bucket_quantiles), index_type=args.index_type,
         exact_max_size=args.exact_max_size, hnsw_m=args.hnsw_m, hnsw_ef_search=args.hnsw_ef_search,
         ivf_nprobe=args.ivf_nprobe, use_gpu=args.use_gpu, batch_size=args.embed_batch_size, seed=args.seed,
     )  # fmt: skip
