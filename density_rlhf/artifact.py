@@ -1,5 +1,6 @@
 """The saved form of a `DensityIndex`: arrays as `.npy` (no pickle), ids and prompts as JSON, the FAISS index,
-`metadata.json` with a sha256 of every file (verified on load), written atomically; and its Hub upload and card."""
+`metadata.json` with a sha256 of every other file and of its own content (all verified on load), written atomically;
+and its Hub upload and card. Weights and densities are not saved: they are recomputed from the kNN distances."""
 
 import hashlib
 import json
@@ -20,8 +21,6 @@ _FILES = {
     "embeddings": "embeddings.npy",
     "knn_distances": "knn_distances.npy",
     "knn_indices": "knn_indices.npy",
-    "weights": "weights.npy",
-    "log_density": "log_density.npy",
     "duplicate_of": "duplicate_of.npy",
     "prompt_ids": "prompt_ids.json",
     "prompts": "prompts.json",
@@ -37,6 +36,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _metadata_digest(metadata: dict) -> str:
+    """sha256 of the metadata without its own digest, in a canonical JSON form."""
+    content = {key: value for key, value in metadata.items() if key != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def save_index(self: "DensityIndex", directory: str | Path) -> Path:
     """Write the index atomically to `directory` (temporary directory, then rename)."""
     import faiss
@@ -47,7 +52,7 @@ def save_index(self: "DensityIndex", directory: str | Path) -> Path:
     try:
         arrays = {
             "embeddings": self.embeddings, "knn_distances": self.knn_distances, "knn_indices": self.knn_indices,
-            "weights": self.weights, "log_density": self.log_density, "duplicate_of": self.duplicate_of,
+            "duplicate_of": self.duplicate_of,
         }  # fmt: skip
         for key, array in arrays.items():
             np.save(tmp / _FILES[key], np.ascontiguousarray(array), allow_pickle=False)
@@ -61,6 +66,7 @@ def save_index(self: "DensityIndex", directory: str | Path) -> Path:
             faiss.write_index(index, str(tmp / _FILES["index"]))
         files = sorted(p.name for p in tmp.iterdir())
         metadata = {**self.metadata, "summary": self.summary(), "files": {f: _sha256(tmp / f) for f in files}}
+        metadata["metadata_sha256"] = _metadata_digest(metadata)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
@@ -85,12 +91,22 @@ def load_index(
     meta_path = directory / "metadata.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"{meta_path} not found: {directory} is not a saved DensityIndex.")
-    metadata = json.loads(meta_path.read_text())
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{meta_path} is not valid JSON ({err}); the index is corrupt, rebuild it.") from None
+    if not isinstance(metadata, dict) or "files" not in metadata or "metadata_sha256" not in metadata:
+        raise ValueError(
+            f"{meta_path} has no checksums: it was not written by this version of DensityIndex.save; rebuild it."
+        )
+    if metadata["metadata_sha256"] != _metadata_digest(metadata):
+        raise ValueError(f"{meta_path} does not match its checksum (edited by hand?); rebuild the index.")
     for name, digest in metadata.pop("files").items():
         path = directory / name
         if not path.exists() or _sha256(path) != digest:
             raise ValueError(f"{path} is missing or does not match its checksum; the index is corrupt, rebuild it.")
     metadata.pop("summary", None)
+    metadata.pop("metadata_sha256", None)
     arrays = {
         key: np.load(directory / _FILES[key], allow_pickle=False)
         for key in ("embeddings", "knn_distances", "knn_indices", "duplicate_of")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Sampler
+from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .config import DensityConfigMixin, density_config
@@ -106,6 +107,38 @@ def density_card_section(args: DensityConfigMixin, index, sampler, sources: list
     return "\n".join(lines) + "\n"
 
 
+class LogFirstStepCallback(TrainerCallback):
+    """Logs the first training step, so the `density/*` metrics appear even when `max_steps < logging_steps`."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            control.should_log = True
+
+
+def density_summary_line(sampler) -> str:
+    """One line on what the sampler draws: rows, ESS, max/min, the rare bucket's mass and the active bounds."""
+    s = sampler.summary()
+    line = f"density sampling: {s['rows']} rows, ESS {s['ess']:.1f} ({100 * s['ess'] / s['rows']:.1f}%), "
+    line += f"max/min weight {s['ratio']:.3g}"
+    buckets = getattr(sampler, "row_buckets", None)
+    if buckets is not None:
+        rare = buckets == "rare"
+        line += f", rare bucket {100 * rare.mean():.1f}% of rows and {100 * sampler.weights[rare].sum():.1f}% of draws"
+    if s.get("active_bounds"):
+        line += (
+            f"; bounds active ({', '.join(s['active_bounds'])}): alpha {s['alpha_asked']:g} asked, "
+            f"{s['alpha_effective']:.3g} used, {100 * s['bound_mass_moved']:.1f}% of the mass moved"
+        )
+    elif "active_bounds" in s:
+        line += "; no bound active"
+    return line
+
+
+def _check_not_empty(dataset: Any, when: str) -> None:
+    if dataset is not None and hasattr(dataset, "__len__") and len(dataset) == 0:
+        raise ValueError(f"the train dataset is empty{when}: there is nothing to train on; check the dataset.")
+
+
 def _is_repeat_sampler(sampler: Any) -> bool:
     return all(hasattr(sampler, name) for name in DensityRepeatSampler.REPEAT_PARAMS)
 
@@ -150,11 +183,24 @@ class DensitySamplingMixin:
         self._active_sampler = None
         self._resume_checkpoint: str | None = None
         self._sampler_stats_key = None
+        _check_not_empty(bound.arguments.get("train_dataset"), "")
         if self._density_on(config):
             self._check_supported(config, bound.arguments.get("train_dataset"))
         super().__init__(*bound.args, **bound.kwargs)
-        if self._density_on(config) and self._user_sampler is None:
-            self._check_prompt_ids()
+        _check_not_empty(
+            self.train_dataset, " after the trainer's preprocessing (it drops rows longer than `max_length`)"
+        )
+        if self._density_on(config):
+            if getattr(self, "calculate_KL", False):  # KTO's KL term
+                raise ValueError(
+                    f"loss_type={config.loss_type!r} estimates KTO's KL term from completions rotated within fixed "
+                    "dataset batches (TRL's sequential sampler); density sampling draws other batches and would pair "
+                    "each with completions from outside it. Use `loss_type='apo_zero_unpaired'` (no KL term) or turn "
+                    "density sampling off."
+                )
+            if self._user_sampler is None:
+                self._check_prompt_ids()
+            self.add_callback(LogFirstStepCallback())
 
     # --- set-up ---------------------------------------------------------------------------------------------------
     def _density_args(self, model, args):
@@ -249,6 +295,8 @@ class DensitySamplingMixin:
             )
         load_sampler_state(sampler, self._resume_checkpoint)
         self._active_sampler = sampler
+        if hasattr(sampler, "summary") and self.is_world_process_zero():
+            print(density_summary_line(sampler), flush=True)  # at any log level: what the run trains on
         return sampler
 
     def _density_schedule(self) -> AlphaSchedule | None:

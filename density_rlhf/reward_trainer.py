@@ -176,7 +176,7 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
         if row_ids is not None and self.model.training:
             self._seen_ids.extend(row_ids)
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        if groups:
+        if groups or not self.model.training:
             self._log_groups(outputs.logits.detach(), groups)
         return (loss, outputs) if return_outputs else loss
 
@@ -197,6 +197,9 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
         chosen, rejected = torch.chunk(logits.squeeze(-1).float(), chunks=2)
         correct = self.accelerator.gather_for_metrics((chosen > rejected).float())
         losses = self.accelerator.gather_for_metrics(-F.logsigmoid(chosen - rejected))
+        # per pair, unlike TRL's `eval_accuracy` (a mean of batch means, in which a short last batch weighs as much)
+        self._metrics[mode]["all_accuracy"].extend(correct.tolist())
+        self._metrics[mode]["all_loss"].extend(losses.tolist())
         groups = {col: self.accelerator.gather_for_metrics(codes.to(logits.device)) for col, codes in groups.items()}
         for col, codes in groups.items():
             for code, value in enumerate(self._group_vocab[col]):
@@ -215,6 +218,11 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
             eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
         )
         table = {}
+        if f"{metric_key_prefix}_all_accuracy" in metrics:
+            table["all"] = {
+                "accuracy": metrics[f"{metric_key_prefix}_all_accuracy"],
+                "loss": metrics[f"{metric_key_prefix}_all_loss"], "count": sum(self._eval_counts.values()) or "",
+            }  # fmt: skip
         for bucket in BUCKETS:
             if f"{metric_key_prefix}_{bucket}_accuracy" in metrics:
                 table[bucket] = {

@@ -25,8 +25,10 @@ MISSING_POLICIES = ("error", "uniform")
 
 
 def validate_weights(weights: Any) -> np.ndarray:
-    """Float64 copy of `weights` normalized to sum to 1; `ValueError` for NaN, infinite, negative or all-zero."""
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    """Float64 copy of `weights` normalized to sum to 1; `ValueError` unless 1-D, finite, >= 0 and not all zero."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1:
+        raise ValueError(f"weights must be 1-D, one per dataset row; got shape {w.shape}.")
     if w.size == 0:
         raise ValueError("weights are empty: the dataset has no rows to sample.")
     if not np.isfinite(w).all():
@@ -87,8 +89,8 @@ def map_prompt_weights(
         examples = pc.filter(rows, pa.array(~found)).slice(0, 3).to_pylist()
         raise ValueError(
             f"{n_missing} of {len(prompt_index)} rows have a prompt id missing from the density index "
-            f"(e.g. {examples}). Rebuild the index on this dataset, or pass missing='uniform' to give them the mean "
-            "prompt weight."
+            f"(e.g. {examples}). Rebuild the index on this dataset, or give them the mean prompt weight with "
+            "`density_missing: uniform` in the trainer config (`missing='uniform'` here)."
         )
     row_weights = rows_from_prompt_weights(index_weights, prompt_index, pair_weighting)
     if n_missing:

@@ -289,10 +289,12 @@ def test_artifacts_round_trip_and_checks(tmp_path, clustered_index):
         DensityIndex.load(path, prompt_ids=["nope"])
 
 
+@pytest.mark.parametrize("name", ["knn_distances.npy", "duplicate_of.npy", "prompt_ids.json", "index.faiss"])
 @pytest.mark.parametrize("damage", ["tamper", "truncate", "delete"])
-def test_damaged_artifacts_are_refused(tmp_path, clustered_index, damage):
+def test_damaged_artifacts_are_refused(tmp_path, clustered_index, damage, name):
     path = clustered_index.save(tmp_path / "idx")
-    target = path / "weights.npy"
+    assert not (path / "weights.npy").exists() and not (path / "log_density.npy").exists()  # derived, not saved
+    target = path / name
     if damage == "tamper":
         data = bytearray(target.read_bytes())
         data[-1] ^= 0xFF
@@ -301,8 +303,22 @@ def test_damaged_artifacts_are_refused(tmp_path, clustered_index, damage):
         target.write_bytes(target.read_bytes()[:40])
     else:
         target.unlink()
-    with pytest.raises(ValueError, match="checksum"):
+    with pytest.raises(ValueError, match=f"{name}.*checksum"):
         DensityIndex.load(path)
+
+
+def test_an_edited_or_broken_metadata_file_is_refused_by_name(tmp_path, clustered_index):
+    path = clustered_index.save(tmp_path / "idx")
+    meta = path / "metadata.json"
+    original = meta.read_text()
+    meta.write_text(original.replace('"alpha": 1.0', '"alpha": 0.5', 1))
+    with pytest.raises(ValueError, match="metadata.json does not match its checksum"):
+        DensityIndex.load(path)
+    meta.write_text(original[:-20])
+    with pytest.raises(ValueError, match="metadata.json is not valid JSON"):
+        DensityIndex.load(path)
+    meta.write_text(original)
+    assert DensityIndex.load(path).metadata["alpha"] == 1.0
 
 
 def test_push_to_hub_at_the_api_boundary(monkeypatch, clustered_index):
@@ -324,7 +340,9 @@ def test_push_to_hub_at_the_api_boundary(monkeypatch, clustered_index):
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
     assert clustered_index.push_to_hub("me/idx") == "https://hub/commit/1"
     assert calls["create"] == ("me/idx", {"repo_type": "dataset", "private": None, "exist_ok": True})
-    assert calls["upload"][1] == "dataset" and {"metadata.json", "weights.npy", "README.md"} <= set(calls["upload"][2])
+    assert calls["upload"][1] == "dataset" and {"metadata.json", "knn_distances.npy", "README.md"} <= set(
+        calls["upload"][2]
+    )
     assert "density-rlhf" in calls["card"] and "ess" in calls["card"]
 
 

@@ -75,7 +75,7 @@ ONLINE = dict(num_generations=4, max_completion_length=8)
 # trainer class, config class, dataset key, model key, extra config, extra trainer arguments
 TRAINERS = {
     "dpo": (DPOTrainer, DPOConfig, "pairs", "policy", {}, {}),
-    "kto": (KTOTrainer, KTOConfig, "kto", "policy", {}, {}),
+    "kto": (KTOTrainer, KTOConfig, "kto", "policy", {"loss_type": "apo_zero_unpaired"}, {}),  # no KL term
     "sft": (SFTTrainer, SFTConfig, "sft", "policy", {}, {}),
     "reward": (RewardTrainer, RewardConfig, "pairs", "reward", {}, {}),
     "rloo": (RLOOTrainer, RLOOConfig, "prompts", "policy", ONLINE, {"reward_funcs": length_reward}),

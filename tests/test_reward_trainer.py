@@ -100,11 +100,12 @@ def test_per_bucket_eval_metrics(pipe, tmp_path):
         assert metrics[f"eval_{bucket}_loss"] > 0
     assert "eval_topic/weather_accuracy" in metrics and "eval_is_rare/True_accuracy" in metrics
     # Per-bucket numbers are exact per-pair averages: weighted by counts they give back the overall accuracy.
-    counts = trainer._last_bucket_eval
+    counts = {bucket: row for bucket, row in trainer._last_bucket_eval.items() if bucket != "all"}
     total = sum(row["count"] for row in counts.values())
-    assert total == len(pipe["test"])
+    assert total == len(pipe["test"]) == trainer._last_bucket_eval["all"]["count"]
     overall = sum(row["accuracy"] * row["count"] for row in counts.values()) / total
     assert overall == pytest.approx(metrics["eval_accuracy"], abs=1e-6)
+    assert overall == pytest.approx(metrics["eval_all_accuracy"], abs=1e-6)
     assert any("eval_rare_accuracy" in h for h in trainer.state.log_history)
 
 

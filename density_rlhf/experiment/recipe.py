@@ -128,6 +128,10 @@ class RecipeError(Exception):
     """A setting the user must change: the recipes print it as one line and exit 1, without a traceback."""
 
 
+class MissingInputError(RecipeError, FileNotFoundError):
+    """An input directory that does not exist and is not the shipped default (which is built on first use)."""
+
+
 def creating_command(path: str) -> str:
     """The command that creates the pipeline output `path` (`.../sft`, `.../rm*`, `.../tiny/*`), else a pointer."""
     parts = Path(path).parts
@@ -195,9 +199,10 @@ class DensityScriptArguments(ScriptArguments):
         data_dir (`str`, *optional*, defaults to `"outputs/data"`):
             Output of `recipes/prepare_data.py` (`<data_dir>/dataset`). Used unless `dataset_name` is set.
         build_missing (`bool`, *optional*, defaults to `True`):
-            When `data_dir` or the density index is missing, build the embedded default (synthetic world, default
-            index) there first, so a fresh clone runs. Set it to `false` for real data: a missing directory is then
-            an error.
+            When the shipped default locations (`outputs/data`, `outputs/density`) are missing, build the embedded
+            default (synthetic world, default index) there first, so a fresh clone runs. Any other missing
+            `data_dir` or `density_index_path` is an error naming the command that creates it, and so is every
+            missing directory with `false`.
         max_train_samples / max_eval_samples (`int` or `None`, *optional*):
             Keep only the first rows of each split (for smoke runs).
 
@@ -273,13 +278,22 @@ def load_model_and_tokenizer(model_args, training_args, model_class, **model_kwa
 
 def ensure_index_for(training_args, script_args: DensityScriptArguments) -> None:
     """Build the density index at `training_args.density_index_path` when it is missing (first run on a clone)."""
-    from .stages import BuildDensityArguments, build_density
+    from .stages import DEFAULT_DATA_DIR, DEFAULT_DENSITY_DIR, BuildDensityArguments, build_density, check_index_source
 
     path = getattr(training_args, "density_index_path", None)
-    if not path or (Path(path) / "metadata.json").exists():
+    if not path:
         return
-    if script_args.dataset_name or not script_args.build_missing:
-        raise FileNotFoundError(f"density index {path} not found; build it with `recipes/build_density.py` first.")
+    if (Path(path) / "metadata.json").exists():
+        if not script_args.dataset_name:
+            check_index_source(path, script_args.data_dir)
+        return
+    is_default = Path(path) == Path(DEFAULT_DENSITY_DIR) and Path(script_args.data_dir) == Path(DEFAULT_DATA_DIR)
+    if script_args.dataset_name or not script_args.build_missing or not is_default:
+        raise MissingInputError(
+            f"density index {path} not found: build it with `python recipes/build_density.py --config "
+            f"recipes/build_density.yaml --data_dir {script_args.data_dir} --density_dir {path}` (only the default "
+            f"{DEFAULT_DENSITY_DIR} is built on first use)."
+        )
     from accelerate import PartialState
 
     with PartialState().main_process_first():  # the other ranks wait, then find the index

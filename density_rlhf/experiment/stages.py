@@ -14,6 +14,10 @@ from .prepare import PrepareDataArguments, prepare_data
 
 logger = logging.getLogger(__name__)
 
+# The shipped default locations: only these are built on first use (a fresh clone runs `make demo` as is).
+DEFAULT_DATA_DIR = "outputs/data"
+DEFAULT_DENSITY_DIR = "outputs/density"
+
 
 @dataclass
 class BuildDensityArguments:
@@ -24,7 +28,8 @@ class BuildDensityArguments:
         data_dir (`str`, *optional*, defaults to `"outputs/data"`):
             Output of the data stage.
         build_missing (`bool`, *optional*, defaults to `True`):
-            Build the synthetic default in `data_dir` when it is missing; `false` makes that an error (real data).
+            Build the synthetic default when `data_dir` is the shipped default (`outputs/data`) and missing; any other
+            missing `data_dir`, and every one with `false`, is an error.
         density_dir (`str`, *optional*, defaults to `"outputs/density"`):
             Where the `DensityIndex` is saved.
         split (`str`, *optional*, defaults to `"train"`):
@@ -110,10 +115,17 @@ class BuildDensityArguments:
 
 
 def ensure_data(data_dir: str | Path, seed: int = 0, build_missing: bool = True) -> DatasetDict:
-    """Load the prepared dataset from `data_dir`, building the synthetic default there if it is missing."""
+    """Load the prepared dataset from `data_dir`, building the synthetic default there if `data_dir` is the shipped
+    default location and missing; any other missing `data_dir` is a `MissingInputError` and nothing is written."""
+    from .recipe import MissingInputError
+
     dataset_dir = Path(data_dir) / "dataset"
-    if not dataset_dir.exists() and not build_missing:
-        raise FileNotFoundError(f"{dataset_dir} not found; prepare it first with `recipes/prepare_data.py`.")
+    if not dataset_dir.exists() and (not build_missing or Path(data_dir) != Path(DEFAULT_DATA_DIR)):
+        raise MissingInputError(
+            f"{dataset_dir} not found: prepare it first with `python recipes/prepare_data.py --config "
+            f"recipes/prepare_data.yaml --output_dir {data_dir}` (only the default {DEFAULT_DATA_DIR} is built on "
+            "first use)."
+        )
     if not dataset_dir.exists():
         logger.warning("no prepared data in %s: building the embedded synthetic world there first", data_dir)
         prepare_data(PrepareDataArguments(output_dir=str(data_dir), seed=seed))
@@ -143,14 +155,23 @@ def build_density(args: BuildDensityArguments):
     return index
 
 
-def ensure_density(density_dir: str | Path, data_dir: str | Path, seed: int = 0):
-    """Load the index in `density_dir`, building it with the defaults when it is missing."""
-    from ..index import DensityIndex
+def check_index_source(density_dir: str | Path, data_dir: str | Path) -> None:
+    """`RecipeError` when the index in `density_dir` was built (its `build_args.json`) from another `data_dir`."""
+    from .recipe import RecipeError
 
-    if not (Path(density_dir) / "metadata.json").exists():
-        logger.warning("no density index in %s: building it from %s with the defaults", density_dir, data_dir)
-        return build_density(BuildDensityArguments(data_dir=str(data_dir), density_dir=str(density_dir), seed=seed))
-    return DensityIndex.load(density_dir)
+    build_args = Path(density_dir) / "build_args.json"
+    if not build_args.exists():  # built through the API: the trainer's prompt-id check still applies
+        return
+    try:
+        built_from = json.loads(build_args.read_text())["data_dir"]
+    except (ValueError, KeyError) as err:
+        raise RecipeError(f"{build_args} is not a build record of recipes/build_density.py ({err}).") from None
+    if Path(built_from).resolve() != Path(data_dir).resolve():
+        raise RecipeError(
+            f"density index {density_dir} was built from {built_from}, not from this run's data_dir {data_dir}: "
+            f"rebuild it with `python recipes/build_density.py --config recipes/build_density.yaml --data_dir "
+            f"{data_dir} --density_dir {density_dir}`, or point density_index_path at the index of {data_dir}."
+        )
 
 
 @dataclass
