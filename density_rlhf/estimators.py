@@ -227,7 +227,7 @@ def bounded_log_weights(
         "alpha": float(alpha), "alpha_effective": alpha_eff, "capped_fraction": float((alpha_eff * u > cap).mean()),
         "mass_moved": float(0.5 * np.abs(raw - bounded).sum()),
         "raw_ratio": float(np.exp(raw_spread)) if raw_spread < 700 else float("inf"),
-        "ratio": float(np.exp(-log_w.min())), "ess_fraction": effective_sample_size(bounded) / len(bounded),
+        "ratio": float(np.exp(-log_w.min())) if -log_w.min() < 700 else float("inf"), "ess_fraction": effective_sample_size(bounded) / len(bounded),
         "active_bounds": active,
     }  # fmt: skip
     return log_w, stats

@@ -200,3 +200,62 @@ def test_recipes_do_not_build_anywhere_but_the_default(tmp_path):
     defaults = (REPO / "recipes" / "defaults.yaml").read_text()
     assert f"data_dir: {DEFAULT_DATA_DIR}" in defaults and f"density_index_path: {DEFAULT_DENSITY_DIR}" in defaults
     assert Path(DEFAULT_DATA_DIR).parts[0] == "outputs"
+
+
+# --- YAML mistakes ----------------------------------------------------------------------------------------------
+def _yaml(tmp_path, text: str) -> str:
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    (tmp_path / "defaults.yaml").write_text((REPO / "recipes" / "defaults.yaml").read_text())
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [("default: defaults.yaml\nhypothesis: B\n", r"unknown key 'default'; did you mean 'defaults'\?"),
+     ("defaults: defaults.yaml\nhypothesis: B\nreward:\n  density_samplng: true\n",
+      r"unknown key 'density_samplng'; did you mean 'density_sampling'\?"),
+     ("defaults: defaults.yaml\nhypothesis: B\nseed: 1\nseed: 2\n", r"line 4: key 'seed' is given twice")],
+    ids=["default_for_defaults", "misspelled_field", "duplicate_key"],
+)  # fmt: skip
+def test_yaml_mistakes_are_named_before_any_other_check(tmp_path, text, match):
+    from density_rlhf.experiment.recipe import RecipeError, parse_args
+    from density_rlhf.recipes import train_rm
+
+    with pytest.raises(RecipeError, match=match):
+        parse_args(train_rm.DATACLASSES, ["--config", _yaml(tmp_path, text)], section="reward")
+
+
+@pytest.mark.parametrize("name", ["hyp_a", "hyp_b", "hyp_c", "hyp_d", "hyp_o", "sft", "scale/hyp_d", "scale/sft"])
+def test_every_shipped_recipe_yaml_passes_the_key_check(name):
+    from density_rlhf.experiment.recipe import check_keys, read_config
+    from density_rlhf.recipes import train_grpo, train_rm, train_sft
+
+    path = str(REPO / "recipes" / f"{name}.yaml")
+    config = read_config(path)
+    scripts = {"reward": train_rm, "grpo": train_grpo, "sft": train_sft}
+    sections = [s for s in scripts if s in config] or ["sft"]
+    for section in sections:
+        flat = {k: v for k, v in config.items() if k not in scripts and k != "evaluate"}
+        check_keys(path, {**flat, **(config.get(section) or {})}, scripts[section].DATACLASSES)
+
+
+# --- help -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["rm", "grpo", "density"])
+def test_command_help_shows_its_own_options_and_the_density_fields_first(command, capsys, monkeypatch):
+    from density_rlhf.experiment import cli
+
+    monkeypatch.setattr("sys.argv", ["density-rlhf"])
+    assert cli.main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert lines[0] == f"usage: density-rlhf {command} --config FILE [--<field> VALUE ...]"
+    assert ("--accelerate_config FILE" in text) is (command != "density")
+    assert "dataset_streaming" not in text and "ignore_bias_buffers" not in text
+    if command != "density":
+        assert text.index("density fields:") < text.index("script fields:") < text.index("--help_all` lists them")
+        assert len(lines) < 60 and "--density_target_ess" in text
+    assert cli.main([command, "--help_all"]) == 0
+    full = capsys.readouterr().out
+    assert "dataset_streaming" not in full
+    assert len(full.splitlines()) > len(lines) if command != "density" else full == text

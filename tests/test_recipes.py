@@ -180,7 +180,7 @@ def test_real_data_recipes_do_not_invent_synthetic_data(tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
-def test_a_missing_local_model_is_one_line_naming_the_command(tmp_path):
+def test_a_missing_local_model_is_one_line_naming_the_command(tmp_path, tiny_pipeline):
     """No Hub traceback: the path and the command that creates it, as a one-line error."""
     import subprocess
     import sys
@@ -188,7 +188,8 @@ def test_a_missing_local_model_is_one_line_naming_the_command(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "recipes" / "train_grpo.py"), "--config", "hyp_c.yaml", "--model_name_or_path",
          str(tmp_path / "outputs" / "sft"), "--reward_model_path", str(tmp_path / "rm"), "--data_dir",
-         str(tmp_path / "data"), "--density_index_path", str(tmp_path / "density"), "--output_dir", str(tmp_path / "o")],
+         str(tiny_pipeline / "data"), "--density_index_path", str(tiny_pipeline / "density"), "--output_dir",
+         str(tmp_path / "o")],
         capture_output=True, text=True, cwd=tmp_path, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert result.returncode == 1

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from .recipe import RECIPES_DIR
+from .recipe import COMMAND_ENV, RECIPES_DIR
 
 
 # command -> (recipe script, launched through accelerate, help line)
@@ -57,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"density-rlhf: --accelerate_config {accelerate_config!r} is not a file", file=sys.stderr)
             return 2
         del args[at : at + 2]
-    if launched and not any(a in ("-h", "--help") for a in args):
+    os.environ[COMMAND_ENV] = command  # the recipes' help names `density-rlhf <command>`
+    if launched and not any(a in ("-h", "--help", "--help_all") for a in args):
         launch = [sys.executable, "-m", "accelerate.commands.launch"]
         if accelerate_config:
             launch += ["--config_file", accelerate_config]

@@ -8,6 +8,8 @@ command line.
 """
 
 import contextlib
+import dataclasses
+import difflib
 import logging
 import os
 import sys
@@ -35,6 +37,28 @@ def _recipes_dir() -> Path:
 
 RECIPES_DIR = _recipes_dir()
 SECTIONS = ("reward", "grpo", "sft", "evaluate")
+# Keys a recipe YAML may hold besides the parsed fields: TRL's `env`, the `defaults:` file and the sections.
+STRUCTURAL_KEYS = ("env", "defaults", *SECTIONS)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise RecipeError(
+                f"{key_node.start_mark.name}, line {key_node.start_mark.line + 1}: key {key!r} is given twice; "
+                "keep one."
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 logger = logging.getLogger("density_rlhf")
 
 
@@ -57,7 +81,7 @@ def read_config(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
     if path in _chain:
         raise ValueError(f"defaults cycle: {' -> '.join(map(str, (*_chain, path)))}")
     with open(path) as f:
-        config = yaml.safe_load(f) or {}
+        config = yaml.load(f, Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
     if not isinstance(config, dict):
         raise ValueError(f"Config file {path} must contain a YAML mapping.")
     base_name = config.pop("defaults", None)
@@ -97,17 +121,84 @@ def parse_args(
     from trl import TrlParser
 
     args = list(sys.argv[1:] if args is None else args)
+    if any(a in ("-h", "--help", "--help_all") for a in args):
+        print(recipe_help(dataclass_types, full="--help_all" in args))
+        raise SystemExit(0)
     if "--config" not in args:
         return TrlParser(dataclass_types).parse_args_and_config(args)
     i = args.index("--config") + 1
     path = resolve_config(args[i])
     config = load_config(path, section)
+    check_keys(path, config, dataclass_types)
     check_hardware(path, config, args)
     with tempfile.TemporaryDirectory() as tmp:
         flat = Path(tmp) / Path(path).name
         flat.write_text(yaml.safe_dump(config))
         args[i] = str(flat)
         return TrlParser(dataclass_types).parse_args_and_config(args)
+
+
+# Inherited fields that the recipes refuse (`DensityScriptArguments.__post_init__`): not offered in the help.
+REFUSED_FIELDS = ("dataset_streaming", "ignore_bias_buffers")
+# The `density-rlhf` command running this recipe (set by `density_rlhf.experiment.cli`), for the help's usage line.
+COMMAND_ENV = "DENSITY_RLHF_COMMAND"
+LAUNCHED_COMMANDS = ("sft", "rm", "grpo")
+
+
+def recipe_help(dataclass_types: Sequence[type], full: bool = False) -> str:
+    """The recipe's help: its own options, then the density fields, the script's fields, and (with `full`) every
+    other TRL/transformers field; refused fields are left out."""
+    from ..config import DensityConfigMixin
+
+    command = os.environ.get(COMMAND_ENV)
+    prog = f"density-rlhf {command}" if command else f"python {Path(sys.argv[0]).name}"
+    density = {f.name for f in dataclasses.fields(DensityConfigMixin)}
+    script_own = {f.name for f in dataclasses.fields(dataclass_types[0])} - {
+        f.name for f in dataclasses.fields(ScriptArguments)
+    }
+
+    def line(f: dataclasses.Field) -> str:
+        default = f.default if f.default is not dataclasses.MISSING else "(computed)"
+        return f"  --{f.name} (default {default!r}): {f.metadata.get('help', '')}".rstrip()
+
+    fields = [f for cls in dataclass_types for f in dataclasses.fields(cls) if f.name not in REFUSED_FIELDS]
+    fields = list({f.name: f for f in fields}.values())
+    groups = {
+        "density fields": [
+            f for f in fields if f.name not in script_own and (f.name in density or "density" in f.name)
+        ],
+        "script fields": [f for f in fields if f.name in script_own],
+    }
+    grouped = [f for group in groups.values() for f in group]
+    groups = {title: group for title, group in groups.items() if group}
+    rest = [f for f in fields if f not in grouped]
+    lines = [f"usage: {prog} --config FILE [--<field> VALUE ...]", "", "options:"]
+    lines.append("  --config FILE: a recipe YAML (looked up in the working directory, then among the shipped recipes)")
+    if command in LAUNCHED_COMMANDS:
+        lines.append("  --accelerate_config FILE: run through `accelerate launch --config_file FILE`")
+    if rest:
+        lines.append("  --help_all: also list every TRL and transformers field")
+    for title, group in groups.items():
+        lines += ["", f"{title}:", *map(line, group)]
+    names = ", ".join(c.__name__ for c in dataclass_types[1:])
+    if rest and full:
+        lines += ["", f"other fields ({names}):", *map(line, rest)]
+    elif rest:
+        lines += ["", f"{len(rest)} more fields of {names}: `--help_all` lists them."]
+    return "\n".join(lines)
+
+
+def check_keys(path: str, config: dict[str, Any], dataclass_types: Sequence[type]) -> None:
+    """`RecipeError` naming the first key of `config` that no field of `dataclass_types` takes, with the nearest
+    valid key; run before any other check, so a typo is not reported as what it caused."""
+    fields = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
+    for key in config:
+        if key not in fields and key != "env":
+            near = difflib.get_close_matches(str(key), [*fields, *STRUCTURAL_KEYS], n=1, cutoff=0.75)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise RecipeError(
+                f"{path}: unknown key {key!r}{hint} (not a field of {', '.join(c.__name__ for c in dataclass_types)})"
+            )
 
 
 def check_hardware(path: str, config: dict[str, Any], cli_args: Sequence[str]) -> None:
@@ -212,7 +303,7 @@ class DensityScriptArguments(ScriptArguments):
 
     data_dir: str = field(default="outputs/data", metadata={"help": "Output directory of recipes/prepare_data.py."})
     build_missing: bool = field(
-        default=True, metadata={"help": "Build the synthetic default data and index when they are missing."}
+        default=True, metadata={"help": "Build the synthetic data and index at the default locations when missing."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval split."})

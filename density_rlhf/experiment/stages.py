@@ -73,7 +73,9 @@ class BuildDensityArguments:
     """
 
     data_dir: str = field(default="outputs/data", metadata={"help": "Output directory of the data stage."})
-    build_missing: bool = field(default=True, metadata={"help": "Build the synthetic data when data_dir is missing."})
+    build_missing: bool = field(
+        default=True, metadata={"help": "Build the synthetic data when data_dir is the missing default outputs/data."}
+    )
     density_dir: str = field(default="outputs/density", metadata={"help": "Where the density index is saved."})
     split: str = field(default="train", metadata={"help": "Split whose prompts are indexed."})
     embedder: str | None = field(default=None, metadata={"help": "sentence-transformers model name or path."})
