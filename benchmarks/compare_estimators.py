@@ -68,7 +68,8 @@ def hh_prompt_sets(path: Path) -> dict[str, list[str]]:
 
 
 def three_clusters(seed: int = 0, d: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """The geometry of `tests/test_bounds.py`: labels 0 (crowded), 1 (small cluster), 2 (isolated)."""
+    """2,000 points around one centre (spread 0.05), 40 around another and 30 isolated random points, with labels 0
+    (crowded), 1 (small cluster) and 2 (isolated); also the geometry of `tests/test_bounds.py`."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(2, d))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from benchmarks.compare_estimators import three_clusters
 from density_rlhf import DensityIndex, DensitySampler
 from density_rlhf.estimators import (
     DEFAULT_MAX_WEIGHT_RATIO,
@@ -19,18 +20,6 @@ from .test_weights import _hh_prompts, embedder  # noqa: F401 - the fixture
 
 def _ids(n, prefix="p"):
     return [f"{prefix}{i:05d}" for i in range(n)]
-
-
-def three_clusters(seed: int = 0, d: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """2,000 points around one centre (spread 0.05), 40 around another, 30 isolated random points; labels 0/1/2."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(2, d))
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    x = np.vstack([
-        centres[0] + 0.05 * rng.normal(size=(2000, d)), centres[1] + 0.05 * rng.normal(size=(40, d)),
-        rng.normal(size=(30, d)),
-    ]).astype(np.float32)  # fmt: skip
-    return x, np.repeat([0, 1, 2], [2000, 40, 30])
 
 
 def _at_minimum(w: np.ndarray) -> float:
