@@ -63,7 +63,7 @@ def test_kto_with_its_kl_term_is_refused_and_apo_zero_unpaired_trains(pipe, tmp_
 
 # --- 3. a mistyped data_dir or density_index_path ---------------------------------------------------------------
 def test_a_missing_data_dir_that_is_not_the_default_is_an_error_and_nothing_is_written(tmp_path, monkeypatch):
-    from density_rlhf.experiment.recipe import MissingInputError, load_train_eval, parse_args
+    from density_rlhf.experiment.recipe import RecipeError, load_train_eval, parse_args
     from density_rlhf.recipes import train_rm
 
     monkeypatch.chdir(tmp_path)
@@ -71,8 +71,9 @@ def test_a_missing_data_dir_that_is_not_the_default_is_an_error_and_nothing_is_w
         train_rm.DATACLASSES, ["--config", "hyp_a.yaml", "--data_dir", "outputs/data_hhx"], section="reward"
     )[0]
     assert script_args.build_missing is True
-    with pytest.raises(MissingInputError, match=r"outputs/data_hhx/dataset not found.*prepare_data\.py.*data_hhx"):
+    with pytest.raises(FileNotFoundError, match=r"data_hhx/dataset not found.*prepare_data\.py.*data_hhx") as err:
         load_train_eval(script_args)
+    assert isinstance(err.value, RecipeError)  # printed as one line by the recipes
     assert not (tmp_path / "outputs").exists()
 
 
