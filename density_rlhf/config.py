@@ -27,7 +27,7 @@ class DensityConfigMixin:
             (or a `density_index`/`density_sampler` passed to the trainer).
         density_index_path (`str` or `None`, *optional*):
             Directory of a saved [`DensityIndex`]. Also used, with sampling off, to log per-bucket metrics.
-        density_alpha / density_estimator / density_max_weight_ratio / density_target_ess / density_uniform_mix (*optional*):
+        density_alpha / density_estimator / density_max_weight_ratio / density_target_ess / density_uniform_mix:
             Override the index's weighting (see [`DensityIndex.reweight`]); `None` keeps the index's values,
             `density_max_weight_ratio: .inf` or `density_target_ess: 0` lifts that bound.
         density_pair_weighting (`str`, *optional*, defaults to `"per_pair"`):

@@ -221,16 +221,19 @@ def bounded_log_weights(
     log_w -= log_w.max()
     raw = np.exp(alpha * u - np.logaddexp.reduce(alpha * u))
     bounded = np.exp(log_w - np.logaddexp.reduce(log_w))
-    raw_spread = -alpha * u_sorted[0]
     active = [name for name, on in (("target_ess", cap < 0), ("max_weight_ratio", alpha_eff < alpha)) if on]
     stats = {
         "alpha": float(alpha), "alpha_effective": alpha_eff, "capped_fraction": float((alpha_eff * u > cap).mean()),
-        "mass_moved": float(0.5 * np.abs(raw - bounded).sum()),
-        "raw_ratio": float(np.exp(raw_spread)) if raw_spread < 700 else float("inf"),
-        "ratio": float(np.exp(-log_w.min())) if -log_w.min() < 700 else float("inf"), "ess_fraction": effective_sample_size(bounded) / len(bounded),
+        "mass_moved": float(0.5 * np.abs(raw - bounded).sum()), "raw_ratio": _ratio(-alpha * u_sorted[0]),
+        "ratio": _ratio(-log_w.min()), "ess_fraction": effective_sample_size(bounded) / len(bounded),
         "active_bounds": active,
     }  # fmt: skip
     return log_w, stats
+
+
+def _ratio(log_spread: float) -> float:
+    """max/min from the log of it (`inf` past float64's range)."""
+    return float(np.exp(log_spread)) if log_spread < 700 else float("inf")
 
 
 def bounded_weights(

@@ -7,6 +7,7 @@ the saved form (checksums, Hub) in `density_rlhf.artifact`. This class ties them
 
 import copy
 import logging
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -354,11 +355,11 @@ def _weighting(
     bucket_quantiles: Sequence[float],
 ) -> None:  # fmt: skip
     """`ValueError` for a weighting `DensityIndex.reweight` cannot apply."""
-    if not isinstance(alpha, (int, float)) or not np.isfinite(alpha) or alpha < 0:
+    if not isinstance(alpha, numbers.Real) or not np.isfinite(alpha) or alpha < 0:
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha}.")
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
-    if not isinstance(uniform_mix, (int, float)) or not 0.0 <= uniform_mix <= 1.0:
+    if not isinstance(uniform_mix, numbers.Real) or not 0.0 <= uniform_mix <= 1.0:
         raise ValueError(f"uniform_mix must be in [0, 1], got {uniform_mix}.")
     if len(bucket_quantiles) != 2 or not 0.0 <= bucket_quantiles[0] <= bucket_quantiles[1] <= 1.0:
         raise ValueError(f"bucket_quantiles must be (low, high) with 0 <= low <= high <= 1, got {bucket_quantiles}.")

@@ -87,7 +87,7 @@ def density_card_section(args: DensityConfigMixin, index, sampler, sources: list
             f"- Index: embedder `{s['embedder']}`, k = {s['k']}, alpha = {s['alpha']}, estimator `{s['estimator']}`, "
             f"{s['n']} prompts, weight ratio {s['ratio']:.3g}, ESS {s['ess']:.1f}"
         )
-        bounds = f"max/min <= {s['max_weight_ratio']}, ESS fraction >= {s['target_ess']}"
+        bounds = f"max/min bound {s['max_weight_ratio'] or 'none'}, ESS-fraction target {s['target_ess'] or 'none'}"
         if s["active_bounds"]:
             lines.append(
                 f"- Bounds ({bounds}) active: {', '.join(s['active_bounds'])}; alpha {s['alpha']} asked, "

@@ -41,7 +41,7 @@ class DensityRewardConfig(DensityConfigMixin, RewardConfig):
             Draw training pairs with probability ∝ density^-alpha of their prompt (Hypotheses B and D).
         density_index_path (`str` or `None`, *optional*):
             Saved [`DensityIndex`]. With sampling off it is still used to log per-bucket metrics.
-        density_alpha, density_estimator, density_max_weight_ratio, density_target_ess, density_uniform_mix (*optional*):
+        density_alpha, density_estimator, density_max_weight_ratio, density_target_ess, density_uniform_mix:
             Override the index's weighting; `None` keeps what the index was built with (`.inf` / `0` lift a
             bound).
         density_pair_weighting (`str`, *optional*, defaults to `"per_pair"`):

@@ -1,7 +1,8 @@
 """Adaptive density: an alpha schedule over epochs and a training-signal hook, for any density sampler.
 
-A schedule eases into the density weights (alpha 0 = uniform, then up), and `update()` lets a curriculum re-weight rows by a training
-signal (e.g. per-prompt reward variance) on top of density, in the spirit of verl's `AbstractCurriculumSampler`.
+A schedule eases into the density weights (alpha 0 = uniform, then up), and `update()` lets a curriculum re-weight
+rows by a training signal (e.g. per-prompt reward variance) on top of density, in the spirit of verl's
+`AbstractCurriculumSampler`.
 
 Each epoch's weights are a pure function of the schedule, the epoch and the signal recorded so far, so a resumed run
 (the signal travels in the sampler state) replays the same draws.
