@@ -38,11 +38,20 @@ from density_rlhf.sampler import map_prompt_weights  # noqa: E402
 HH = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hh_rlhf_harmless_sample.jsonl.gz"
 WEIGHTINGS = ("uniform", "floor", "bounded")
 BUCKETS = ("rare", "mid", "common", "all")
+MAX_LENGTH = 256
 
 
-def split(path: Path, held_out: float = 0.3):
+def split(path: Path, tokenizer, max_length: int, held_out: float = 0.3):
+    """Prompt-disjoint train/held-out pairs, without the pairs longer than `max_length` tokens (which RewardTrainer
+    would drop after the sampler is built); prints how many were dropped."""
     with gzip.open(path, "rt", encoding="utf-8") as f:
         rows = build_rows((json.loads(line) for line in f), convert_hh, "hh", PairStats())
+    fits = [
+        max(len(tokenizer(r["prompt"] + r[side])["input_ids"]) for side in ("chosen", "rejected")) < max_length - 4
+        for r in rows
+    ]
+    print(f"{len(rows)} pairs, {len(rows) - sum(fits)} longer than {max_length} tokens dropped")
+    rows = [r for r, ok in zip(rows, fits) if ok]
     test = [r for r in rows if int(hashlib.sha256(r["prompt_id"].encode()).hexdigest(), 16) % 100 < 100 * held_out]
     train = [r for r in rows if r not in test]
     return rows_to_dataset(train), rows_to_dataset(test)
@@ -60,7 +69,7 @@ def run(weighting: str, budget: dict, seed: int, train, test, index, model: str,
 
     args = DensityRewardConfig(
         out, use_cpu=True, bf16=False, report_to=[], save_strategy="no", eval_strategy="no", seed=seed,
-        per_device_train_batch_size=8, per_device_eval_batch_size=64, learning_rate=3e-5, max_length=256,
+        per_device_train_batch_size=8, per_device_eval_batch_size=64, learning_rate=3e-5, max_length=MAX_LENGTH,
         logging_steps=10, density_sampling=weighting == "bounded", **budget,
     )  # fmt: skip
     trainer = DensityRewardTrainer(
@@ -81,13 +90,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=4.0, help="the convergence budget, in passes (0: skip it)")
     args = parser.parse_args()
 
-    train, test = split(Path(args.hh_path))
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_embedder(None))
-    longest = [max(len(tokenizer(r["prompt"] + r[side])["input_ids"]) for side in ("chosen", "rejected")) for r in test]
-    kept = sum(n <= 256 for n in longest)
-    print(f"held-out pairs within max_length 256 (RewardTrainer drops the others): {kept} of {len(test)}")
+    train, test = split(Path(args.hh_path), AutoTokenizer.from_pretrained(resolve_embedder(None)), MAX_LENGTH)
     table = prompt_table(train)
     index = DensityIndex.build([r["prompt"] for r in table], [r["id"] for r in table], show_progress=False)
     s = index.summary()

@@ -50,7 +50,7 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise RecipeError(
+            raise ConfigKeyError(
                 f"{key_node.start_mark.name}, line {key_node.start_mark.line + 1}: key {key!r} is given twice; "
                 "keep one."
             )
@@ -196,7 +196,7 @@ def check_keys(path: str, config: dict[str, Any], dataclass_types: Sequence[type
         if key not in fields and key != "env":
             near = difflib.get_close_matches(str(key), [*fields, *STRUCTURAL_KEYS], n=1, cutoff=0.75)
             hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise RecipeError(
+            raise ConfigKeyError(
                 f"{path}: unknown key {key!r}{hint} (not a field of {', '.join(c.__name__ for c in dataclass_types)})"
             )
 
@@ -221,6 +221,10 @@ class RecipeError(Exception):
 
 class MissingInputError(RecipeError, FileNotFoundError):
     """An input directory that does not exist and is not the shipped default (which is built on first use)."""
+
+
+class ConfigKeyError(RecipeError, ValueError):
+    """A recipe YAML key that no field takes, or a key given twice."""
 
 
 def creating_command(path: str) -> str:
