@@ -229,16 +229,14 @@ def test_yaml_mistakes_are_named_before_any_other_check(tmp_path, text, match):
 
 @pytest.mark.parametrize("name", ["hyp_a", "hyp_b", "hyp_c", "hyp_d", "hyp_o", "sft", "scale/hyp_d", "scale/sft"])
 def test_every_shipped_recipe_yaml_passes_the_key_check(name):
-    from density_rlhf.experiment.recipe import check_keys, read_config
+    from density_rlhf.experiment.recipe import check_keys, load_config, read_config
     from density_rlhf.recipes import train_grpo, train_rm, train_sft
 
     path = str(REPO / "recipes" / f"{name}.yaml")
-    config = read_config(path)
     scripts = {"reward": train_rm, "grpo": train_grpo, "sft": train_sft}
-    sections = [s for s in scripts if s in config] or ["sft"]
-    for section in sections:
-        flat = {k: v for k, v in config.items() if k not in scripts and k != "evaluate"}
-        check_keys(path, {**flat, **(config.get(section) or {})}, scripts[section].DATACLASSES)
+    sections = [s for s in scripts if s in read_config(path)] or ["sft"]
+    for section in sections:  # what parse_args hands each script: the top level with its section merged over it
+        check_keys(path, load_config(path, section), scripts[section].DATACLASSES)
 
 
 # --- help -------------------------------------------------------------------------------------------------------

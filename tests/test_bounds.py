@@ -15,11 +15,7 @@ from density_rlhf.estimators import (
     effective_sample_size,
 )
 
-from .test_weights import _hh_prompts, embedder  # noqa: F401 - the fixture
-
-
-def _ids(n, prefix="p"):
-    return [f"{prefix}{i:05d}" for i in range(n)]
+from .test_weights import _hh_prompts, _ids, embedder  # noqa: F401 - the fixture
 
 
 def _at_minimum(w: np.ndarray) -> float:
