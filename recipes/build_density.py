@@ -8,12 +8,19 @@ Usage:
 
 import json
 
-from density_rlhf.experiment.recipe import distributed_run, logger, parse_args, setup_logging
-from density_rlhf.experiment.stages import BuildDensityArguments, build_density
+from density_rlhf.recipes.embedded import build_default_data
+from density_rlhf.scripts import (
+    BuildDensityArguments,
+    build_density,
+    distributed_run,
+    logger,
+    parse_args,
+    setup_logging,
+)
 
 
 def main(script_args: BuildDensityArguments) -> None:
-    index = build_density(script_args)
+    index = build_density(script_args, build_default_data)
     logger.info("summary:\n%s", json.dumps(index.summary(), indent=2))
 
 

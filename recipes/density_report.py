@@ -7,8 +7,14 @@ Usage:
     python recipes/density_report.py --density_dir outputs/density_hh --output_dir outputs/density_hh/report
 """
 
-from density_rlhf.experiment.recipe import distributed_run, logger, parse_args, setup_logging
-from density_rlhf.experiment.stages import DensityReportArguments, density_report
+from density_rlhf.scripts import (
+    DensityReportArguments,
+    density_report,
+    distributed_run,
+    logger,
+    parse_args,
+    setup_logging,
+)
 
 
 def main(script_args: DensityReportArguments) -> None:

@@ -16,7 +16,8 @@ from transformers import AutoModelForCausalLM
 from trl import ModelConfig, get_peft_config
 
 from density_rlhf import DensityGRPOConfig, DensityGRPOTrainer
-from density_rlhf.experiment.recipe import (
+from density_rlhf.recipes.embedded import build_default_data
+from density_rlhf.scripts import (
     DensityScriptArguments,
     distributed_run,
     last_checkpoint,
@@ -80,7 +81,7 @@ SECTION = "grpo"
 
 
 def main(script_args: GRPOScriptArguments, training_args: DensityGRPOConfig, model_args: ModelConfig):
-    train, test = start_run(script_args, training_args)
+    train, test = start_run(script_args, training_args, build_default_data)
     reward_funcs, training_args = ground_truth_funcs(script_args, training_args, train)
     logger.info(
         "hypothesis %s: GRPO with reward model %s, density sampling %s, advantages %s", training_args.hypothesis,

@@ -13,7 +13,8 @@ from transformers import AutoModelForSequenceClassification
 from trl import ModelConfig, get_peft_config
 
 from density_rlhf import DensityRewardConfig, DensityRewardTrainer
-from density_rlhf.experiment.recipe import (
+from density_rlhf.recipes.embedded import build_default_data
+from density_rlhf.scripts import (
     DensityScriptArguments,
     distributed_run,
     last_checkpoint,
@@ -32,7 +33,7 @@ SECTION = "reward"
 
 
 def main(script_args: DensityScriptArguments, training_args: DensityRewardConfig, model_args: ModelConfig):
-    train, test = start_run(script_args, training_args)
+    train, test = start_run(script_args, training_args, build_default_data)
     logger.info(
         "hypothesis %s: reward model, density sampling %s", training_args.hypothesis, training_args.density_sampling
     )

@@ -9,7 +9,8 @@ Usage:
 from transformers import AutoModelForCausalLM
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
-from density_rlhf.experiment.recipe import (
+from density_rlhf.recipes.embedded import build_default_data
+from density_rlhf.scripts import (
     DensityScriptArguments,
     distributed_run,
     last_checkpoint,
@@ -36,7 +37,7 @@ SECTION = None
 
 
 def main(script_args: DensityScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
-    train, test = start_run(script_args, training_args)
+    train, test = start_run(script_args, training_args, build_default_data)
     model, tokenizer = load_model_and_tokenizer(model_args, training_args, AutoModelForCausalLM)
     trainer = SFTTrainer(
         model, training_args, train_dataset=to_prompt_completion(train),

@@ -63,23 +63,44 @@ def test_kto_with_its_kl_term_is_refused_and_apo_zero_unpaired_trains(pipe, tmp_
 
 # --- 3. a mistyped data_dir or density_index_path ---------------------------------------------------------------
 def test_a_missing_data_dir_that_is_not_the_default_is_an_error_and_nothing_is_written(tmp_path, monkeypatch):
-    from density_rlhf.experiment.recipe import RecipeError, load_train_eval, parse_args
     from density_rlhf.recipes import train_rm
+    from density_rlhf.scripts import RecipeError, load_train_eval, parse_args
 
     monkeypatch.chdir(tmp_path)
     script_args = parse_args(
         train_rm.DATACLASSES, ["--config", "hyp_a.yaml", "--data_dir", "outputs/data_hhx"], section="reward"
     )[0]
     assert script_args.build_missing is True
+    built = []
     with pytest.raises(FileNotFoundError, match=r"data_hhx/dataset not found.*prepare_data\.py.*data_hhx") as err:
-        load_train_eval(script_args)
+        load_train_eval(script_args, build_default=lambda *a: built.append(a))
     assert isinstance(err.value, RecipeError)  # printed as one line by the recipes
-    assert not (tmp_path / "outputs").exists()
+    assert not built and not (tmp_path / "outputs").exists()
+
+
+def test_the_missing_default_data_dir_is_built_by_the_recipes_builder_only(tmp_path, monkeypatch):
+    from density_rlhf.scripts import DEFAULT_DATA_DIR, MissingInputError, ensure_data
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingInputError, match="prepare it first"):  # the core alone builds nothing
+        ensure_data(DEFAULT_DATA_DIR)
+    built = []
+
+    def builder(data_dir, seed):
+        built.append((data_dir, seed))
+        raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        ensure_data(DEFAULT_DATA_DIR, seed=3, build_default=builder)
+    assert built == [(DEFAULT_DATA_DIR, 3)]
+    with pytest.raises(MissingInputError):  # build_missing=False wins
+        ensure_data(DEFAULT_DATA_DIR, build_missing=False, build_default=builder)
+    assert len(built) == 1
 
 
 def test_a_missing_index_that_is_not_the_default_is_an_error(tmp_path, tiny_pipeline):
-    from density_rlhf.experiment.recipe import MissingInputError, ensure_index_for, parse_args
     from density_rlhf.recipes import train_rm
+    from density_rlhf.scripts import MissingInputError, ensure_index_for, parse_args
 
     script_args, training_args, _ = parse_args(train_rm.DATACLASSES, [
         "--config", "hyp_b.yaml", "--data_dir", str(tiny_pipeline / "data"), "--density_index_path",
@@ -93,8 +114,8 @@ def test_a_missing_index_that_is_not_the_default_is_an_error(tmp_path, tiny_pipe
 def test_an_index_built_from_other_data_is_refused_naming_both(tmp_path, tiny_pipeline):
     import shutil
 
-    from density_rlhf.experiment.recipe import RecipeError, ensure_index_for, parse_args
     from density_rlhf.recipes import train_rm
+    from density_rlhf.scripts import RecipeError, ensure_index_for, parse_args
 
     shutil.copytree(tiny_pipeline / "data", tmp_path / "data_hh")
     script_args, training_args, _ = parse_args(train_rm.DATACLASSES, [
@@ -196,7 +217,7 @@ def test_the_card_reports_per_pair_accuracy(tmp_path):
 
 def test_recipes_do_not_build_anywhere_but_the_default(tmp_path):
     """The shipped default location is built on first use; the code says which one."""
-    from density_rlhf.experiment.stages import DEFAULT_DATA_DIR, DEFAULT_DENSITY_DIR
+    from density_rlhf.scripts import DEFAULT_DATA_DIR, DEFAULT_DENSITY_DIR
 
     defaults = (REPO / "recipes" / "defaults.yaml").read_text()
     assert f"data_dir: {DEFAULT_DATA_DIR}" in defaults and f"density_index_path: {DEFAULT_DENSITY_DIR}" in defaults
@@ -220,8 +241,8 @@ def _yaml(tmp_path, text: str) -> str:
     ids=["default_for_defaults", "misspelled_field", "duplicate_key"],
 )  # fmt: skip
 def test_yaml_mistakes_are_named_before_any_other_check(tmp_path, text, match):
-    from density_rlhf.experiment.recipe import RecipeError, parse_args
     from density_rlhf.recipes import train_rm
+    from density_rlhf.scripts import RecipeError, parse_args
 
     with pytest.raises(RecipeError, match=match):
         parse_args(train_rm.DATACLASSES, ["--config", _yaml(tmp_path, text)], section="reward")
@@ -229,8 +250,8 @@ def test_yaml_mistakes_are_named_before_any_other_check(tmp_path, text, match):
 
 @pytest.mark.parametrize("name", ["hyp_a", "hyp_b", "hyp_c", "hyp_d", "hyp_o", "sft", "scale/hyp_d", "scale/sft"])
 def test_every_shipped_recipe_yaml_passes_the_key_check(name):
-    from density_rlhf.experiment.recipe import check_keys, load_config, read_config
     from density_rlhf.recipes import train_grpo, train_rm, train_sft
+    from density_rlhf.scripts import check_keys, load_config, read_config
 
     path = str(REPO / "recipes" / f"{name}.yaml")
     scripts = {"reward": train_rm, "grpo": train_grpo, "sft": train_sft}
@@ -242,7 +263,7 @@ def test_every_shipped_recipe_yaml_passes_the_key_check(name):
 # --- help -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["rm", "grpo", "density"])
 def test_command_help_shows_its_own_options_and_the_density_fields_first(command, capsys, monkeypatch):
-    from density_rlhf.experiment import cli
+    from density_rlhf import cli
 
     monkeypatch.setattr("sys.argv", ["density-rlhf"])
     assert cli.main([command, "--help"]) == 0

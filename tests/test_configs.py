@@ -10,10 +10,9 @@ from density_rlhf import DensityGRPOConfig, DensityRewardConfig
 from density_rlhf.config import DensityConfigMixin
 from density_rlhf.experiment.evaluation import EvaluateArguments
 from density_rlhf.experiment.prepare import PrepareDataArguments
-from density_rlhf.experiment.recipe import DensityScriptArguments
 from density_rlhf.experiment.runner import RunnerArguments
-from density_rlhf.experiment.stages import BuildDensityArguments, DensityReportArguments
 from density_rlhf.recipes import train_grpo
+from density_rlhf.scripts import BuildDensityArguments, DensityReportArguments, DensityScriptArguments
 
 from .conftest import REPO
 

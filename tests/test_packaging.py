@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from density_rlhf.experiment import cli
+from density_rlhf import cli
 
 from .conftest import REPO
 
@@ -66,6 +66,25 @@ def test_importing_every_core_module_loads_no_experiment_module():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True)
 
 
+def test_the_command_and_the_training_recipes_load_no_experiment_module():
+    """Importing the console script and recipes/train_{rm,grpo,sft}.py (not running them) loads only the library;
+    the experiment is imported where the embedded default is built, and only then."""
+    code = (
+        "import importlib, sys\n"
+        "import density_rlhf.cli\n"
+        "for m in ('train_rm', 'train_grpo', 'train_sft', 'build_density'): importlib.import_module(f'density_rlhf.recipes.{m}')\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('density_rlhf.experiment'))\n"
+        "assert not bad, bad\n"
+        "import density_rlhf.recipes.train_rm as r\n"
+        "assert r.build_default_data.__module__ == 'density_rlhf.recipes.embedded'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # The check can fail: the runner recipe does load the experiment.
+    code = "import sys, density_rlhf.recipes.run_hypotheses; assert 'density_rlhf.experiment.runner' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True)
+
+
 def test_setup_cfg_lists_every_package_and_ships_the_recipes():
     from setuptools import find_packages
 
@@ -80,7 +99,7 @@ def test_setup_cfg_lists_every_package_and_ships_the_recipes():
 
 
 def test_the_recipes_are_the_package_recipes():
-    from density_rlhf.experiment.recipe import RECIPES_DIR
+    from density_rlhf.scripts import RECIPES_DIR
 
     assert (REPO / "recipes").resolve() == RECIPES_DIR
 
@@ -97,7 +116,7 @@ def test_cli_lists_the_commands_and_refuses_unknown_ones(capsys):
 @pytest.mark.parametrize("command", list(cli.COMMANDS))
 def test_cli_help_of_every_command(command):
     result = subprocess.run(
-        [sys.executable, "-m", "density_rlhf.experiment.cli", command, "--help"],
+        [sys.executable, "-m", "density_rlhf.cli", command, "--help"],
         capture_output=True, text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -121,10 +140,10 @@ def test_wheel_installs_into_empty_venvs_and_runs_the_first_stages(tmp_path):
     (wheel,) = dist.glob("density_rlhf-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in ("recipes/hyp_b.yaml", "recipes/defaults.yaml", "recipes/scale/defaults.yaml",
-                    "recipes/train_rm.py", "recipes/run_hypotheses.yaml", "experiment/cli.py", "mixin.py"):  # fmt: skip
+                    "recipes/train_rm.py", "recipes/run_hypotheses.yaml", "cli.py", "scripts/train.py", "mixin.py"):  # fmt: skip
         assert f"density_rlhf/{shipped}" in names, shipped
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "density-rlhf = density_rlhf.experiment.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "density-rlhf = density_rlhf.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
     torch_pin = os.environ.get("TORCH_PIN", "torch==2.13.0")
     constraints = ["-c", str(REPO / "constraints.txt")]

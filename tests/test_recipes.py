@@ -7,11 +7,17 @@ from trl import ModelConfig, SFTConfig
 
 from density_rlhf import DensityGRPOConfig, DensityRewardConfig
 from density_rlhf.experiment.prepare import PrepareDataArguments
-from density_rlhf.experiment.recipe import DensityScriptArguments, load_config, parse_args, read_config, resolve_config
 from density_rlhf.experiment.report import RM_OF
 from density_rlhf.experiment.runner import OVERRIDE_SECTIONS, RunnerArguments
-from density_rlhf.experiment.stages import BuildDensityArguments
 from density_rlhf.recipes import train_grpo, train_rm
+from density_rlhf.scripts import (
+    BuildDensityArguments,
+    DensityScriptArguments,
+    load_config,
+    parse_args,
+    read_config,
+    resolve_config,
+)
 
 from .conftest import REPO
 from .helpers import load_recipe
@@ -35,8 +41,8 @@ GPU_OVERRIDES = ["--bf16", "false", "--use_cpu", "true"]
 
 def _check_overrides(path: Path) -> list[str]:
     """An overrides file is read by the runner: every stage it touches must still build (2 CPU processes)."""
-    from density_rlhf.experiment.recipe import load_config, resolve_config
     from density_rlhf.experiment.runner import build_stages, dry_run, launcher_processes
+    from density_rlhf.scripts import load_config, resolve_config
 
     config = load_config(resolve_config("scale/run_hypotheses.yaml"))
     args = RunnerArguments(**{**config, "seeds": [0], "output_dir": "/tmp/unused", "overrides": str(path)})
@@ -164,8 +170,7 @@ def test_scale_recipe_dry_run_with_the_tiny_model(tiny_pipeline, tmp_path, scrip
 
 
 def test_real_data_recipes_do_not_invent_synthetic_data(tmp_path):
-    from density_rlhf.experiment.recipe import load_train_eval
-    from density_rlhf.experiment.stages import ensure_data
+    from density_rlhf.scripts import ensure_data, load_train_eval
 
     script_args = parse_args(
         SECTION_TYPES["reward"],

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..scripts.recipe import RECIPES_DIR, check_hardware, load_config, resolve_config
 from .plots import make_plots
-from .recipe import RECIPES_DIR, check_hardware, load_config, resolve_config
 from .report import HYPOTHESES, ORACLE, RM_NAMES, RM_OF, aggregate, write_report
 
 
@@ -406,7 +406,7 @@ def validate_stage(stage: Stage, num_processes: int, produced: set[Path]) -> lis
 
     from transformers import TrainingArguments
 
-    from .recipe import parse_args
+    from ..scripts.recipe import parse_args
 
     types, section = _script_types(stage.script)
     # Validation only: precision and device are the GPU machine's business, the rest is checked as configured.

@@ -1,10 +1,10 @@
-"""The run skeleton every recipe shares: config resolution, sectioned hypothesis YAMLs, data, seeding and saving.
+"""What every recipe shares before training: sectioned recipe YAMLs, parsing with `trl.TrlParser`, the help, the
+errors a user fixes, logging and the process-group teardown.
 
-Hypothesis YAMLs (`recipes/hyp_*.yaml`) are read by several scripts. Top-level keys go to every script; a section
-(`reward:`, `grpo:`) goes only to the script of that name. A `defaults:` key names a shared file (`defaults.yaml`) whose
-settings lie underneath, so each hypothesis file states only what differs. Each script merges its section over the top
-level and hands the result to `trl.TrlParser`, so unknown keys fail and every field can still be overridden on the
-command line.
+A recipe YAML can be read by several scripts. Top-level keys go to every script; a section (`reward:`, `grpo:`,
+`sft:`, `evaluate:`) goes only to the script of that name. A `defaults:` key names a shared file whose settings lie
+underneath, so each file states only what differs. Each script merges its section over the top level and hands the
+result to `trl.TrlParser`, so unknown keys fail and every field can still be overridden on the command line.
 """
 
 import contextlib
@@ -15,7 +15,6 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +139,7 @@ def parse_args(
 
 # Inherited fields that the recipes refuse (`DensityScriptArguments.__post_init__`): not offered in the help.
 REFUSED_FIELDS = ("dataset_streaming", "ignore_bias_buffers")
-# The `density-rlhf` command running this recipe (set by `density_rlhf.experiment.cli`), for the help's usage line.
+# The `density-rlhf` command running this recipe (set by `density_rlhf.cli`), for the help's usage line.
 COMMAND_ENV = "DENSITY_RLHF_COMMAND"
 LAUNCHED_COMMANDS = ("sft", "rm", "grpo")
 
@@ -227,18 +226,6 @@ class ConfigKeyError(RecipeError, ValueError):
     """A recipe YAML key that no field takes, or a key given twice."""
 
 
-def creating_command(path: str) -> str:
-    """The command that creates the pipeline output `path` (`.../sft`, `.../rm*`, `.../tiny/*`), else a pointer."""
-    parts = Path(path).parts
-    if len(parts) >= 2 and parts[-2] == "tiny":
-        return "python recipes/prepare_data.py --config recipes/prepare_data.yaml"
-    if parts and parts[-1] == "sft":
-        return "accelerate launch recipes/train_sft.py --config recipes/sft.yaml"
-    if parts and parts[-1].startswith("rm"):
-        return "accelerate launch recipes/train_rm.py --config recipes/hyp_<h>.yaml"
-    return "the stage that writes it (README, 'The pipeline')"
-
-
 @contextlib.contextmanager
 def distributed_run() -> Iterator[None]:
     """End every recipe with its process group shut down: a barrier after success, then `destroy_process_group`.
@@ -283,159 +270,3 @@ def setup_logging(level: int | str = logging.INFO) -> None:
     logging.getLogger("density_rlhf").setLevel(level)
     datasets.utils.logging.set_verbosity(max(level, logging.WARNING))
     transformers.utils.logging.set_verbosity(max(level, logging.WARNING))
-
-
-@dataclass
-class DensityScriptArguments(ScriptArguments):
-    r"""
-    Script arguments of the training recipes: TRL's [`~trl.ScriptArguments`] plus where the prepared data lives.
-
-    Parameters:
-        data_dir (`str`, *optional*, defaults to `"outputs/data"`):
-            Output of `recipes/prepare_data.py` (`<data_dir>/dataset`). Used unless `dataset_name` is set.
-        build_missing (`bool`, *optional*, defaults to `True`):
-            When the shipped default locations (`outputs/data`, `outputs/density`) are missing, build the embedded
-            default (synthetic world, default index) there first, so a fresh clone runs. Any other missing
-            `data_dir` or `density_index_path` is an error naming the command that creates it, and so is every
-            missing directory with `false`.
-        max_train_samples / max_eval_samples (`int` or `None`, *optional*):
-            Keep only the first rows of each split (for smoke runs).
-
-    `dataset_streaming` and `ignore_bias_buffers` (from TRL) are refused with a `ValueError`: they would have no
-    effect.
-    """
-
-    data_dir: str = field(default="outputs/data", metadata={"help": "Output directory of recipes/prepare_data.py."})
-    build_missing: bool = field(
-        default=True, metadata={"help": "Build the synthetic data and index at the default locations when missing."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval split."})
-
-    def __post_init__(self):
-        # Inherited from TRL's ScriptArguments but without an effect here: refuse them instead of ignoring them.
-        if self.dataset_streaming:
-            raise ValueError(
-                "dataset_streaming is not supported: density sampling draws rows of a map-style dataset by index. "
-                "Load the dataset fully (dataset_streaming: false) or prepare it with recipes/prepare_data.py."
-            )
-        if self.ignore_bias_buffers:
-            raise ValueError(
-                "ignore_bias_buffers (a DDP setting of TRL's DPO script) has no effect in these recipes; remove it."
-            )
-
-
-def load_train_eval(script_args: DensityScriptArguments, seed: int = 0):
-    """Train and eval splits: a Hub/local dataset when `dataset_name` is set, else the prepared `data_dir`."""
-    from accelerate import PartialState
-
-    from .stages import ensure_data
-
-    if script_args.dataset_name:
-        data = datasets.load_dataset(script_args.dataset_name, name=script_args.dataset_config)
-    else:
-        with PartialState().main_process_first():  # rank 0 builds missing data, the others then load it
-            data = ensure_data(script_args.data_dir, seed, script_args.build_missing)
-    if script_args.dataset_train_split not in data:
-        raise ValueError(f"split {script_args.dataset_train_split!r} not in {list(data)}.")
-    train = data[script_args.dataset_train_split]
-    test = data.get(script_args.dataset_test_split)
-    if script_args.max_train_samples:
-        train = train.select(range(min(script_args.max_train_samples, len(train))))
-    if test is not None and script_args.max_eval_samples:
-        test = test.select(range(min(script_args.max_eval_samples, len(test))))
-    return train, test
-
-
-def load_model_and_tokenizer(model_args, training_args, model_class, **model_kwargs):
-    """Tokenizer and model from `model_args` (revision, dtype, attention) with `trust_remote_code` from the config."""
-    from transformers import AutoTokenizer
-
-    trust = getattr(training_args, "trust_remote_code", False)
-    name = model_args.model_name_or_path
-    if not name:
-        raise RecipeError("model_name_or_path is not set: pass `--model_name_or_path <directory or Hub id>`.")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision, trust_remote_code=trust)
-    except OSError as err:
-        if Path(name).exists():
-            raise
-        raise RecipeError(
-            f"model_name_or_path {name!r} is not a local directory and could not be loaded from the Hub "
-            f"({type(err).__name__}). If it is a pipeline output, create it first: `{creating_command(name)}`."
-        ) from None
-    model = model_class.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=trust,
-        dtype=model_args.dtype or "float32", attn_implementation=model_args.attn_implementation, **model_kwargs,
-    )  # fmt: skip
-    return model, tokenizer
-
-
-def ensure_index_for(training_args, script_args: DensityScriptArguments) -> None:
-    """Build the density index at `training_args.density_index_path` when it is missing (first run on a clone)."""
-    from .stages import DEFAULT_DATA_DIR, DEFAULT_DENSITY_DIR, BuildDensityArguments, build_density, check_index_source
-
-    path = getattr(training_args, "density_index_path", None)
-    if not path:
-        return
-    if (Path(path) / "metadata.json").exists():
-        if not script_args.dataset_name:
-            check_index_source(path, script_args.data_dir)
-        return
-    is_default = Path(path) == Path(DEFAULT_DENSITY_DIR) and Path(script_args.data_dir) == Path(DEFAULT_DATA_DIR)
-    if script_args.dataset_name or not script_args.build_missing or not is_default:
-        raise MissingInputError(
-            f"density index {path} not found: build it with `python recipes/build_density.py --config "
-            f"recipes/build_density.yaml --data_dir {script_args.data_dir} --density_dir {path}` (only the default "
-            f"{DEFAULT_DENSITY_DIR} is built on first use)."
-        )
-    from accelerate import PartialState
-
-    with PartialState().main_process_first():  # the other ranks wait, then find the index
-        if not (Path(path) / "metadata.json").exists():
-            logger.warning("density index %s is missing: building it from %s", path, script_args.data_dir)
-            build_density(BuildDensityArguments(data_dir=script_args.data_dir, density_dir=path))
-
-
-def start_run(script_args: DensityScriptArguments, training_args) -> tuple:
-    """Seed everything from `training_args.seed`, load the splits, and build a missing default density index."""
-    transformers.set_seed(training_args.seed)
-    train, test = load_train_eval(script_args, training_args.seed)
-    ensure_index_for(training_args, script_args)
-    return train, test
-
-
-def last_checkpoint(training_args) -> str | None:
-    """The checkpoint to resume from: `resume_from_checkpoint`, or the newest in `output_dir` when it exists."""
-    if training_args.resume_from_checkpoint:
-        return training_args.resume_from_checkpoint
-    if os.path.isdir(training_args.output_dir):
-        checkpoint = transformers.trainer_utils.get_last_checkpoint(training_args.output_dir)
-        if checkpoint is not None:
-            logger.info("resuming from %s", checkpoint)
-        return checkpoint
-    return None
-
-
-def train_and_save(trainer, training_args, script_args, checkpoint: str | None) -> dict[str, float]:
-    """Train (resuming from `checkpoint`), evaluate, save the model and card, push when asked."""
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    metrics = dict(result.metrics)
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    trainer.save_state()
-    if trainer.eval_dataset is not None and training_args.eval_strategy != "no":
-        eval_metrics = trainer.evaluate()
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
-    trainer.save_model(training_args.output_dir)
-    dataset_name = script_args.dataset_name or script_args.data_dir
-    if trainer.accelerator.is_main_process:
-        trainer.create_model_card(dataset_name=dataset_name)
-        trainer.model.config.use_cache = True
-        trainer.model.config.save_pretrained(training_args.output_dir)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=dataset_name)
-    logger.info("saved to %s", training_args.output_dir)
-    return metrics

@@ -1,15 +1,22 @@
-"""Pipeline stages shared by the recipes: building (or finding) the prepared data and the density index."""
+"""The data and density stages of the recipes: finding (or, at the shipped default, building) the prepared data,
+building and reporting the density index, and checking that an index belongs to the data it is used with."""
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from datasets import DatasetDict, load_from_disk
 
 from ..data.prompts import prompt_table
 from ..estimators import DEFAULT_DUPLICATE_TOLERANCE, DEFAULT_MAX_WEIGHT_RATIO, DEFAULT_TARGET_ESS
-from .prepare import PrepareDataArguments, prepare_data
+from .recipe import MissingInputError, RecipeError
+
+
+if TYPE_CHECKING:
+    from .train import DensityScriptArguments
 
 
 logger = logging.getLogger(__name__)
@@ -116,29 +123,36 @@ class BuildDensityArguments:
             raise ValueError("push_to_hub=True needs hub_dataset_id, e.g. `--hub_dataset_id user/density-index`.")
 
 
-def ensure_data(data_dir: str | Path, seed: int = 0, build_missing: bool = True) -> DatasetDict:
-    """Load the prepared dataset from `data_dir`, building the synthetic default there if `data_dir` is the shipped
-    default location and missing; any other missing `data_dir` is a `MissingInputError` and nothing is written."""
-    from .recipe import MissingInputError
+# Builds the default data in a directory from a seed: the recipes pass the experiment's synthetic world.
+DefaultBuilder = Callable[[str, int], None]
 
+
+def ensure_data(
+    data_dir: str | Path, seed: int = 0, build_missing: bool = True, build_default: DefaultBuilder | None = None
+) -> DatasetDict:
+    """Load the prepared dataset from `data_dir`. When `data_dir` is the shipped default location and missing,
+    `build_default(data_dir, seed)` writes it first; any other missing `data_dir` (or no `build_default`) is a
+    `MissingInputError` and nothing is written."""
     dataset_dir = Path(data_dir) / "dataset"
-    if not dataset_dir.exists() and (not build_missing or Path(data_dir) != Path(DEFAULT_DATA_DIR)):
+    buildable = build_missing and build_default is not None and Path(data_dir) == Path(DEFAULT_DATA_DIR)
+    if not dataset_dir.exists() and not buildable:
         raise MissingInputError(
             f"{dataset_dir} not found: prepare it first with `python recipes/prepare_data.py --config "
             f"recipes/prepare_data.yaml --output_dir {data_dir}` (only the default {DEFAULT_DATA_DIR} is built on "
             "first use)."
         )
     if not dataset_dir.exists():
-        logger.warning("no prepared data in %s: building the embedded synthetic world there first", data_dir)
-        prepare_data(PrepareDataArguments(output_dir=str(data_dir), seed=seed))
+        logger.warning("no prepared data in %s: building the default there first", data_dir)
+        build_default(str(data_dir), seed)
     return load_from_disk(str(dataset_dir))
 
 
-def build_density(args: BuildDensityArguments):
-    """Index the unique prompts of `args.split`, save the index to `args.density_dir` and return it."""
+def build_density(args: BuildDensityArguments, build_default: DefaultBuilder | None = None):
+    """Index the unique prompts of `args.split`, save the index to `args.density_dir` and return it (`build_default`
+    as for `ensure_data`)."""
     from ..index import DensityIndex
 
-    data = ensure_data(args.data_dir, args.seed, args.build_missing)
+    data = ensure_data(args.data_dir, args.seed, args.build_missing, build_default)
     table = prompt_table(data[args.split])
     index = DensityIndex.build(
         [row["prompt"] for row in table], [row["id"] for row in table], embedder=args.embedder, k=args.k,
@@ -159,8 +173,6 @@ def build_density(args: BuildDensityArguments):
 
 def check_index_source(density_dir: str | Path, data_dir: str | Path) -> None:
     """`RecipeError` when the index in `density_dir` was built (its `build_args.json`) from another `data_dir`."""
-    from .recipe import RecipeError
-
     build_args = Path(density_dir) / "build_args.json"
     if not build_args.exists():  # built through the API: the trainer's prompt-id check still applies
         return
@@ -205,3 +217,27 @@ def density_report(args: DensityReportArguments) -> Path:
 
     index = DensityIndex.load(args.density_dir, load_faiss=False)
     return index.report(args.output_dir or Path(args.density_dir) / "report", args.n_examples)
+
+
+def ensure_index_for(training_args, script_args: "DensityScriptArguments") -> None:
+    """Build the density index at `training_args.density_index_path` when it is missing (first run on a clone)."""
+    path = getattr(training_args, "density_index_path", None)
+    if not path:
+        return
+    if (Path(path) / "metadata.json").exists():
+        if not script_args.dataset_name:
+            check_index_source(path, script_args.data_dir)
+        return
+    is_default = Path(path) == Path(DEFAULT_DENSITY_DIR) and Path(script_args.data_dir) == Path(DEFAULT_DATA_DIR)
+    if script_args.dataset_name or not script_args.build_missing or not is_default:
+        raise MissingInputError(
+            f"density index {path} not found: build it with `python recipes/build_density.py --config "
+            f"recipes/build_density.yaml --data_dir {script_args.data_dir} --density_dir {path}` (only the default "
+            f"{DEFAULT_DENSITY_DIR} is built on first use)."
+        )
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():  # the other ranks wait, then find the index
+        if not (Path(path) / "metadata.json").exists():
+            logger.warning("density index %s is missing: building it from %s", path, script_args.data_dir)
+            build_density(BuildDensityArguments(data_dir=script_args.data_dir, density_dir=path))

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from .recipe import COMMAND_ENV, RECIPES_DIR
+from .scripts.recipe import COMMAND_ENV, RECIPES_DIR
 
 
 # command -> (recipe script, launched through accelerate, help line)
