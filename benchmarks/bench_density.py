@@ -7,7 +7,7 @@ Sections:
 - knn:       exact FAISS vs sklearn NearestNeighbors (brute force) on the same embeddings.
 - approx:    IVF (the `auto` index above `exact_max_size`) and HNSW vs exact FAISS on clustered embeddings:
              speed-up, recall@k and Spearman correlation of the density weights.
-- mapping:   `map_prompt_weights` on 3e7 pairs vs the seeds' dict-per-pair loop (timed on a slice, per-row rate).
+- mapping:   `map_prompt_weights` on 3e7 pairs vs a dict-per-pair loop (timed on a slice, per-row rate).
 - embedding: `embed_prompts` vs a raw sentence-transformers `encode` with the same model and batch size.
 """
 
@@ -178,7 +178,7 @@ def bench_mapping(n_pairs: int, n_prompts: int = 1_000_000, loop_rows: int = 3_0
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from density_rlhf.sampler import map_prompt_weights
+    from density_rlhf.row_weights import map_prompt_weights
 
     rng = np.random.default_rng(0)
     ids = [hashlib.md5(str(i).encode()).hexdigest()[:16] for i in range(n_prompts)]
@@ -188,7 +188,7 @@ def bench_mapping(n_pairs: int, n_prompts: int = 1_000_000, loop_rows: int = 3_0
     r = {}
     with timed(r, "vectorized"):
         row_weights, _ = map_prompt_weights(rows, ids, weights)
-    # The seeds' loop: dict prompt_id -> index, then one lookup per pair.
+    # The plain loop: dict prompt_id -> index, then one lookup per pair.
     sample = rows.slice(0, loop_rows).to_pylist()
     with timed(r, "loop"):
         lookup = {pid: i for i, pid in enumerate(ids)}

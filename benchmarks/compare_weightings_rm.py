@@ -32,7 +32,7 @@ from density_rlhf.data.prompts import prompt_table  # noqa: E402
 from density_rlhf.data.sources import convert_hh  # noqa: E402
 from density_rlhf.embedding import resolve_embedder  # noqa: E402
 from density_rlhf.estimators import DEFAULT_MAX_WEIGHT_RATIO, raw_log_weights  # noqa: E402
-from density_rlhf.sampler import map_prompt_weights  # noqa: E402
+from density_rlhf.row_weights import map_prompt_weights  # noqa: E402
 
 
 HH = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hh_rlhf_harmless_sample.jsonl.gz"

@@ -6,8 +6,8 @@ function returned `None`): it is left out of its group's statistics and its adva
 
 - `grpo_advantages`: TRL's group whitening, A_i = (R_i - mean_g) / (std_g + 1e-4), honouring `scale_rewards`
   (`"group"`, `"batch"` or `"none"`).
-- `softmax_advantages`: the seeds' AWR-style weights w_i = softmax(R_i / tau) within the group. Their weighted
-  log-likelihood loss -sum_i w_i log pi(y_i) equals, up to the factor 1/N of GRPO's per-sample mean, the policy
+- `softmax_advantages`: advantage-weighted regression's weights w_i = softmax(R_i / tau) within the group. Their
+  weighted log-likelihood loss -sum_i w_i log pi(y_i) equals, up to the factor 1/N of GRPO's per-sample mean, the policy
   gradient loss -(1/N) sum_i A_i log pi(y_i) with **A_i = N w_i - 1** plus the baseline term (1/N) sum_i log pi(y_i),
   whose expected gradient is zero. So A_i = N w_i - 1: zero-mean per group, N - 1 for the best sample as tau -> 0
   (best-of-N), 0 everywhere as tau -> infinity.
@@ -92,7 +92,7 @@ def gaussian_quantile_advantages(rewards: torch.Tensor, num_generations: int) ->
 
 
 def weight_statistics(weights: torch.Tensor) -> dict[str, float]:
-    """Seed 003's diagnostics of per-group weights (num_groups, n): max weight, entropy, effective n = 1/sum w^2."""
+    """Diagnostics of per-group weights (num_groups, n): max weight, entropy, effective n = 1/sum w^2."""
     valid = weights.sum(dim=1) > 0
     w = weights[valid]
     if w.numel() == 0:

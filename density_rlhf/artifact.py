@@ -51,9 +51,11 @@ def save_index(self: "DensityIndex", directory: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         arrays = {
-            "embeddings": self.embeddings, "knn_distances": self.knn_distances, "knn_indices": self.knn_indices,
+            "embeddings": self.embeddings,
+            "knn_distances": self.knn_distances,
+            "knn_indices": self.knn_indices,
             "duplicate_of": self.duplicate_of,
-        }  # fmt: skip
+        }
         for key, array in arrays.items():
             np.save(tmp / _FILES[key], np.ascontiguousarray(array), allow_pickle=False)
         (tmp / _FILES["prompt_ids"]).write_text(json.dumps(self.prompt_ids))
@@ -83,9 +85,14 @@ def save_index(self: "DensityIndex", directory: str | Path) -> Path:
 
 
 def load_index(
-    cls: type, directory: str | Path, *, embedder: str | None = None, dim: int | None = None,
-    prompt_ids: Sequence[str] | None = None, load_faiss: bool = True,
-) -> "DensityIndex":  # fmt: skip
+    cls: type,
+    directory: str | Path,
+    *,
+    embedder: str | None = None,
+    dim: int | None = None,
+    prompt_ids: Sequence[str] | None = None,
+    load_faiss: bool = True,
+) -> "DensityIndex":
     """Load and verify (sha256 of every file) an index written by `save`; optional compatibility checks."""
     directory = Path(directory)
     meta_path = directory / "metadata.json"
@@ -125,9 +132,15 @@ def load_index(
     prompts_path = directory / _FILES["prompts"]
     prompts = json.loads(prompts_path.read_text()) if prompts_path.exists() else None
     index = cls(
-        ids, arrays["embeddings"], arrays["knn_distances"], arrays["knn_indices"], metadata, faiss_index,
-        duplicate_of=arrays["duplicate_of"], prompts=prompts,
-    )  # fmt: skip
+        ids,
+        arrays["embeddings"],
+        arrays["knn_distances"],
+        arrays["knn_indices"],
+        metadata,
+        faiss_index,
+        duplicate_of=arrays["duplicate_of"],
+        prompts=prompts,
+    )
     index.check_compatible(embedder=embedder, dim=dim, prompt_ids=prompt_ids)
     return index
 
@@ -144,9 +157,11 @@ def push_index_to_hub(
         folder = save_index(self, Path(tmp) / "index")
         (folder / "README.md").write_text(index_card(self, repo_id))
         commit = api.upload_folder(
-            repo_id=repo_id, repo_type="dataset", folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=str(folder),
             commit_message=commit_message or "Upload density index",
-        )  # fmt: skip
+        )
     return getattr(commit, "commit_url", str(commit))
 
 

@@ -24,8 +24,8 @@ COMMANDS = {
     "density": ("build_density.py", False, "build the prompt density index"),
     "density-report": ("density_report.py", False, "write the weights report of a density index"),
     "sft": ("train_sft.py", True, "supervised fine-tuning of the starting policy"),
-    "rm": ("train_rm.py", True, "train a reward model (hypotheses A, B)"),
-    "grpo": ("train_grpo.py", True, "GRPO from the SFT policy (hypotheses O, A-D)"),
+    "rm": ("train_rm.py", True, "train a reward model (density-weighted or uniform pairs)"),
+    "grpo": ("train_grpo.py", True, "GRPO from the SFT policy (density-weighted or uniform prompts)"),
     "evaluate": ("evaluate.py", False, "evaluate the policies and reward models of one seed"),
     "run": ("run_hypotheses.py", False, "the whole experiment over seeds: every stage, results.json, report.md"),
 }

@@ -2,14 +2,10 @@
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from .estimators import ESTIMATORS, normalize_bounds
-from .sampler import MISSING_POLICIES, PAIR_WEIGHTINGS
+from .row_weights import MISSING_POLICIES, PAIR_WEIGHTINGS
 from .schedule import SCHEDULES
-
-
-HYPOTHESES = ("A", "B", "C", "D", "O")  # O: the oracle (ground-truth reward) positive control
 
 
 @dataclass
@@ -19,9 +15,6 @@ class DensityConfigMixin:
     configs `density_config()` builds).
 
     Parameters:
-        hypothesis (`str` or `None`, *optional*):
-            Label of the experiment (`A`, `B`, `C`, `D`, or `O` for the ground-truth oracle), written into the model
-            card.
         density_sampling (`bool`, *optional*, defaults to `False`):
             Sample training rows with probability ∝ density^-alpha of their prompt. Needs `density_index_path`
             (or a `density_index`/`density_sampler` passed to the trainer).
@@ -58,7 +51,6 @@ class DensityConfigMixin:
             Epochs a `linear` or `cosine` schedule spans.
     """
 
-    hypothesis: str | None = field(default=None, metadata={"help": "Experiment label (A, B, C or D) for the card."})
     density_sampling: bool = field(default=False, metadata={"help": "Sample rows by inverse prompt density."})
     density_index_path: str | None = field(default=None, metadata={"help": "Directory of a saved DensityIndex."})
     density_alpha: float | None = field(default=None, metadata={"help": "Override the index's alpha."})
@@ -89,23 +81,7 @@ class DensityConfigMixin:
     density_alpha_start: float = field(default=0.0, metadata={"help": "alpha at the first epoch of a schedule."})
     density_schedule_epochs: int = field(default=1, metadata={"help": "Epochs a linear/cosine alpha schedule spans."})
 
-    # Hypotheses whose weighting applies to this config's trainer (set by each config class).
-    _density_hypotheses: ClassVar[tuple[str, ...]] = ()
-
     def _validate_density_fields(self) -> None:
-        if self.hypothesis is not None and self.hypothesis not in HYPOTHESES:
-            raise ValueError(f"hypothesis must be one of {HYPOTHESES} or None, got {self.hypothesis!r}.")
-        if (
-            self.hypothesis is not None
-            and self._density_hypotheses
-            and self.density_sampling != (self.hypothesis in self._density_hypotheses)
-        ):
-            want = self.hypothesis in self._density_hypotheses
-            raise ValueError(
-                f"hypothesis {self.hypothesis!r} means density_sampling={want} for {type(self).__name__} (density "
-                f"weighting here is hypotheses {list(self._density_hypotheses)}): set `density_sampling: {str(want).lower()}` "
-                "or change `hypothesis`."
-            )
         if self.density_pair_weighting not in PAIR_WEIGHTINGS:
             raise ValueError(
                 f"density_pair_weighting must be one of {PAIR_WEIGHTINGS}, got {self.density_pair_weighting!r}."
@@ -168,8 +144,12 @@ def density_config(config_cls: type) -> type:
             self._validate_density_fields()
 
         name = f"Density{config_cls.__name__}"
-        namespace = {"__post_init__": __post_init__, "__doc__": f"[`{config_cls.__name__}`] plus the density fields "
-                     "of [`DensityConfigMixin`].", "__module__": __name__, "__qualname__": name}  # fmt: skip
+        namespace = {
+            "__post_init__": __post_init__,
+            "__doc__": f"[`{config_cls.__name__}`] plus the density fields of [`DensityConfigMixin`].",
+            "__module__": __name__,
+            "__qualname__": name,
+        }
         _CONFIG_CACHE[config_cls] = dataclasses.dataclass(type(name, (DensityConfigMixin, config_cls), namespace))
         globals().setdefault(name, _CONFIG_CACHE[config_cls])  # Trainer pickles `training_args.bin` by name
     return _CONFIG_CACHE[config_cls]

@@ -27,9 +27,13 @@ def resolve_embedder(name: str | None) -> str:
 
 
 def embed_prompts(
-    prompts: Sequence[str], embedder: Any = None, *, batch_size: int = 64, device: str | None = None,
+    prompts: Sequence[str],
+    embedder: Any = None,
+    *,
+    batch_size: int = 64,
+    device: str | None = None,
     show_progress: bool = True,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """L2-normalized float32 embeddings of `prompts`, shape (N, d).
 
     `embedder` is a sentence-transformers name or path (default: the offline all-MiniLM-L6-v2) or a loaded model.
@@ -42,7 +46,10 @@ def embed_prompts(
         with whole_weights():
             model = SentenceTransformer(resolve_embedder(embedder), device=device, trust_remote_code=False)
     embeddings = model.encode(
-        list(prompts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+        list(prompts),
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
         show_progress_bar=show_progress,
-    )  # fmt: skip
+    )
     return np.ascontiguousarray(embeddings, dtype=np.float32)

@@ -223,11 +223,15 @@ def bounded_log_weights(
     bounded = np.exp(log_w - np.logaddexp.reduce(log_w))
     active = [name for name, on in (("target_ess", cap < 0), ("max_weight_ratio", alpha_eff < alpha)) if on]
     stats = {
-        "alpha": float(alpha), "alpha_effective": alpha_eff, "capped_fraction": float((alpha_eff * u > cap).mean()),
-        "mass_moved": float(0.5 * np.abs(raw - bounded).sum()), "raw_ratio": _ratio(-alpha * u_sorted[0]),
-        "ratio": _ratio(-log_w.min()), "ess_fraction": effective_sample_size(bounded) / len(bounded),
+        "alpha": float(alpha),
+        "alpha_effective": alpha_eff,
+        "capped_fraction": float((alpha_eff * u > cap).mean()),
+        "mass_moved": float(0.5 * np.abs(raw - bounded).sum()),
+        "raw_ratio": _ratio(-alpha * u_sorted[0]),
+        "ratio": _ratio(-log_w.min()),
+        "ess_fraction": effective_sample_size(bounded) / len(bounded),
         "active_bounds": active,
-    }  # fmt: skip
+    }
     return log_w, stats
 
 

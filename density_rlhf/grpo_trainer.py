@@ -3,7 +3,7 @@
 import copy
 import logging
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from accelerate.utils import gather_object
@@ -15,7 +15,7 @@ from .advantages import ADVANTAGE_MODES, compute_advantages, softmax_weights, we
 from .config import DensityConfigMixin
 from .groups import BUCKET_COLUMN, add_bucket_column
 from .index import BUCKETS
-from .mixin import DensitySamplingMixin, load_density_index
+from .mixin import DensitySamplingMixin
 from .reward_model import RewardModelScorer, completion_text
 
 
@@ -32,8 +32,8 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
 
     Parameters:
         advantage_mode (`str`, *optional*, defaults to `"grpo"`):
-            `grpo` (TRL's group whitening, honouring `scale_rewards`), `softmax` (A = n softmax(R/tau) - 1, the seeds'
-            AWR weights) or `gaussian_quantile` (within-group ranks mapped to normal quantiles). See
+            `grpo` (TRL's group whitening, honouring `scale_rewards`), `softmax` (A = n softmax(R/tau) - 1, advantage-weighted
+            regression's weights) or `gaussian_quantile` (within-group ranks mapped to normal quantiles). See
             `density_rlhf.advantages`.
         softmax_temperature (`float`, *optional*, defaults to `1.0`):
             tau of the `softmax` mode (also used for the logged weight statistics).
@@ -48,8 +48,6 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
             Draw each generation batch's prompts with replacement (by weight), or as a weighted permutation without
             replacement (with uniform weights exactly TRL's first-epoch order).
     """
-
-    _density_hypotheses: ClassVar[tuple[str, ...]] = ("C", "D", "O")  # hypotheses that weight this side
 
     advantage_mode: str = field(default="grpo", metadata={"help": f"One of {ADVANTAGE_MODES}."})
     softmax_temperature: float = field(default=1.0, metadata={"help": "Temperature tau of the softmax mode."})
@@ -69,6 +67,12 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
             raise ValueError(f"softmax_temperature must be > 0, got {self.softmax_temperature}.")
         if self.sft_coef < 0:
             raise ValueError(f"sft_coef must be >= 0, got {self.sft_coef}.")
+        if self.advantage_mode != "grpo" and self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                f"advantage_mode={self.advantage_mode!r} computes its advantages from the weighted sum of the rewards "
+                f"(`sum_then_normalize`); multi_objective_aggregation={self.multi_objective_aggregation!r} would be "
+                "ignored. Set multi_objective_aggregation: sum_then_normalize, or advantage_mode: grpo."
+            )
         # Fields of the shared density mixin that only the reward-model trainer implements: refuse them here
         # rather than accept and ignore them.
         if self.record_seen_ids:
@@ -122,17 +126,27 @@ class DensityGRPOTrainer(DensitySamplingMixin, GRPOTrainer):
         reward_funcs, weights = self._build_reward_funcs(reward_funcs, args, train_dataset)
         args = copy.copy(args)  # TRL reads the weights of all reward functions from args; leave the caller's intact
         args.reward_weights = weights
-        index = load_density_index(args, density_index)
-        train_dataset = add_bucket_column(train_dataset, index, args, "train")
-        eval_dataset = add_bucket_column(eval_dataset, index, args, "eval")
         self._reward_buckets: list[str] = []
         super().__init__(
-            model, reward_funcs, args, train_dataset=train_dataset, eval_dataset=eval_dataset, density_index=index,
-            density_sampler=density_sampler, **kwargs,
-        )  # fmt: skip
+            model,
+            reward_funcs,
+            args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            density_index=density_index,
+            density_sampler=density_sampler,
+            **kwargs,
+        )
         for func in self.reward_funcs:
             if isinstance(func, RewardModelScorer):
                 func.prepare(self.accelerator, self.is_deepspeed_enabled)
+
+    def _prepare_density_datasets(self, args, train_dataset, eval_dataset) -> tuple:
+        """The bucket column on both splits, for the per-bucket reward metrics."""
+        return (
+            add_bucket_column(train_dataset, self.density_index, args, "train"),
+            add_bucket_column(eval_dataset, self.density_index, args, "eval"),
+        )
 
     @staticmethod
     def _build_reward_funcs(reward_funcs, args: DensityGRPOConfig, train_dataset) -> tuple[list, list[float]]:
@@ -171,15 +185,27 @@ class DensityGRPOTrainer(DensitySamplingMixin, GRPOTrainer):
         self._log_reward_statistics(mode, rewards, per_func, num_generations)
         if self.args.advantage_mode != "grpo":
             advantages = compute_advantages(
-                rewards.cpu(), num_generations, self.args.advantage_mode, scale_rewards=self.args.scale_rewards,
+                rewards.cpu(),
+                num_generations,
+                self.args.advantage_mode,
+                scale_rewards=self.args.scale_rewards,
                 temperature=self.args.softmax_temperature,
-            )  # fmt: skip
+            )
             n = len(inputs)
             local = advantages[self.accelerator.process_index * n : (self.accelerator.process_index + 1) * n]
             output["advantages"] = local.to(output["advantages"].device, output["advantages"].dtype)
+            self._log_used_advantages(advantages)
         if mode == "train" and self.args.sft_coef > 0:
             output.update(self._sft_batch(inputs, output["prompt_ids"].device))
         return output
+
+    def _log_used_advantages(self, advantages: torch.Tensor) -> None:
+        """Put the advantages used, not TRL's, in the completions table: TRL appended its all-process advantages of
+        this batch last to `self._logs["advantages"]`."""
+        logged = self._logs["advantages"]
+        for _ in range(min(len(advantages), len(logged))):
+            logged.pop()
+        logged.extend(advantages.tolist())
 
     def _log_reward_statistics(self, mode: str, rewards: torch.Tensor, per_func: torch.Tensor, num_generations: int):
         metrics = self._metrics[mode]
@@ -197,9 +223,6 @@ class DensityGRPOTrainer(DensitySamplingMixin, GRPOTrainer):
         buckets = self._reward_buckets
         if not buckets or not any(buckets):
             return
-        truth = None
-        if "ground_truth" in self.reward_func_names:
-            truth = per_func[:, self.reward_func_names.index("ground_truth")]
         if mode == "train":
             metrics["density/rare_frac"].append(sum(b == "rare" for b in buckets) / len(buckets))
         for bucket in BUCKETS:
@@ -207,8 +230,8 @@ class DensityGRPOTrainer(DensitySamplingMixin, GRPOTrainer):
             if not mask.any():
                 continue
             metrics[f"density/{bucket}/reward"].append(torch.nanmean(rewards[mask]).item())
-            if truth is not None:
-                metrics[f"density/{bucket}/rule_satisfied"].append(torch.nanmean(truth[mask]).item())
+            for i, name in enumerate(self.reward_func_names):  # each function, weighted or only logged (weight 0)
+                metrics[f"density/{bucket}/rewards/{name}"].append(torch.nanmean(per_func[mask, i]).item())
 
     def _sft_batch(self, inputs: list[dict[str, Any]], device) -> dict[str, torch.Tensor]:
         """Prompt + preferred response, with labels on the response only, for the NLL term."""
@@ -244,9 +267,11 @@ class DensityGRPOTrainer(DensitySamplingMixin, GRPOTrainer):
         )
         if sft and self.args.sft_coef > 0:
             nll = model(
-                input_ids=sft["sft_input_ids"], attention_mask=sft["sft_attention_mask"], labels=sft["sft_labels"],
+                input_ids=sft["sft_input_ids"],
+                attention_mask=sft["sft_attention_mask"],
+                labels=sft["sft_labels"],
                 use_cache=False,
-            ).loss  # fmt: skip
+            ).loss
             # GRPO's loss is already divided by the accumulation steps; scale the NLL term the same way.
             loss = loss + self.args.sft_coef * nll / self.current_gradient_accumulation_steps
             self._metrics["train"]["sft/nll"].append(self.accelerator.gather(nll.detach()).mean().item())

@@ -50,10 +50,16 @@ class DensityIndex:
     """
 
     def __init__(
-        self, prompt_ids: list[str], embeddings: np.ndarray, knn_distances: np.ndarray, knn_indices: np.ndarray,
-        metadata: dict[str, Any], faiss_index=None, duplicate_of: np.ndarray | None = None,
+        self,
+        prompt_ids: list[str],
+        embeddings: np.ndarray,
+        knn_distances: np.ndarray,
+        knn_indices: np.ndarray,
+        metadata: dict[str, Any],
+        faiss_index=None,
+        duplicate_of: np.ndarray | None = None,
         prompts: list[str] | None = None,
-    ):  # fmt: skip
+    ):
         self.prompt_ids = list(prompt_ids)
         self.embeddings = embeddings
         self.knn_distances = knn_distances
@@ -69,10 +75,13 @@ class DensityIndex:
         self.distinct_rows = np.flatnonzero(self.duplicate_of == np.arange(n))  # FAISS id j is prompt distinct_rows[j]
         metadata.setdefault("target_ess", None)  # indexes saved before the ESS bound existed have none
         self.reweight(
-            alpha=metadata["alpha"], estimator=metadata["estimator"], max_weight_ratio=metadata["max_weight_ratio"],
-            target_ess=metadata["target_ess"], uniform_mix=metadata["uniform_mix"],
+            alpha=metadata["alpha"],
+            estimator=metadata["estimator"],
+            max_weight_ratio=metadata["max_weight_ratio"],
+            target_ess=metadata["target_ess"],
+            uniform_mix=metadata["uniform_mix"],
             bucket_quantiles=tuple(metadata["bucket_quantiles"]),
-        )  # fmt: skip
+        )
 
     @classmethod
     def build(
@@ -157,10 +166,16 @@ class DensityIndex:
             raise ValueError("embeddings contain all-zero rows; they have no direction to normalize.")
         embeddings = np.ascontiguousarray(embeddings / norms, dtype=np.float32)
         index_kwargs = dict(
-            index_type=index_type, exact_max_size=exact_max_size, hnsw_m=hnsw_m,
-            hnsw_ef_construction=hnsw_ef_construction, hnsw_ef_search=hnsw_ef_search, ivf_nlist=ivf_nlist,
-            ivf_nprobe=ivf_nprobe, use_gpu=use_gpu, seed=seed,
-        )  # fmt: skip
+            index_type=index_type,
+            exact_max_size=exact_max_size,
+            hnsw_m=hnsw_m,
+            hnsw_ef_construction=hnsw_ef_construction,
+            hnsw_ef_search=hnsw_ef_search,
+            ivf_nlist=ivf_nlist,
+            ivf_nprobe=ivf_nprobe,
+            use_gpu=use_gpu,
+            seed=seed,
+        )
         index = make_faiss_index(embeddings, **index_kwargs)
         duplicate_of = find_duplicates(index, embeddings, duplicate_tolerance)
         distinct = np.flatnonzero(duplicate_of == np.arange(n))
@@ -174,23 +189,42 @@ class DensityIndex:
         distances, neighbours = knn_search(index, embeddings[distinct], k)
         group = np.searchsorted(distinct, duplicate_of)  # row -> its group's position among the distinct rows
         metadata = {
-            "embedder": embedder_name, "dim": int(embeddings.shape[1]), "k": k, "alpha": alpha,
-            "estimator": estimator, "max_weight_ratio": max_weight_ratio, "target_ess": target_ess,
+            "embedder": embedder_name,
+            "dim": int(embeddings.shape[1]),
+            "k": k,
+            "alpha": alpha,
+            "estimator": estimator,
+            "max_weight_ratio": max_weight_ratio,
+            "target_ess": target_ess,
             "uniform_mix": uniform_mix,
-            "duplicate_tolerance": duplicate_tolerance, "bucket_quantiles": list(bucket_quantiles),
-            "index_type": type(index).__name__, "n": n, "n_distinct": int(len(distinct)),
+            "duplicate_tolerance": duplicate_tolerance,
+            "bucket_quantiles": list(bucket_quantiles),
+            "index_type": type(index).__name__,
+            "n": n,
+            "n_distinct": int(len(distinct)),
             "library_version": __version__,
-        }  # fmt: skip
+        }
         return cls(
-            prompt_ids, embeddings, distances[group], distinct[neighbours][group], metadata, faiss_index=index,
-            duplicate_of=duplicate_of, prompts=prompts,
-        )  # fmt: skip
+            prompt_ids,
+            embeddings,
+            distances[group],
+            distinct[neighbours][group],
+            metadata,
+            faiss_index=index,
+            duplicate_of=duplicate_of,
+            prompts=prompts,
+        )
 
     def reweight(
-        self, *, alpha: float | None = None, estimator: str | None = None, max_weight_ratio: float | None = None,
-        target_ess: float | None = None, uniform_mix: float | None = None,
+        self,
+        *,
+        alpha: float | None = None,
+        estimator: str | None = None,
+        max_weight_ratio: float | None = None,
+        target_ess: float | None = None,
+        uniform_mix: float | None = None,
         bucket_quantiles: tuple[float, float] | None = None,
-    ) -> "DensityIndex":  # fmt: skip
+    ) -> "DensityIndex":
         """Recompute density, weights and buckets from the stored kNN distances (no new search), in place.
 
         `None` keeps the current value; `max_weight_ratio=inf` or `target_ess=0` lifts that bound. Every argument is
@@ -216,9 +250,14 @@ class DensityIndex:
         buckets = assign_buckets(log_p, thresholds)
         # nothing above can fail once the arguments are valid; from here on the index changes
         meta.update(
-            alpha=alpha, estimator=estimator, max_weight_ratio=max_weight_ratio, target_ess=target_ess,
-            uniform_mix=uniform_mix, bucket_quantiles=list(quantiles), bucket_thresholds=thresholds,
-        )  # fmt: skip
+            alpha=alpha,
+            estimator=estimator,
+            max_weight_ratio=max_weight_ratio,
+            target_ess=target_ess,
+            uniform_mix=uniform_mix,
+            bucket_quantiles=list(quantiles),
+            bucket_thresholds=thresholds,
+        )
         meta.pop("intrinsic_dim", None)
         if d_hat is not None:  # estimated once per distinct point, not once per copy
             meta["intrinsic_dim"] = d_hat
@@ -300,16 +339,27 @@ class DensityIndex:
         """The weights in numbers: size, spread, ESS, the bounds and how much they changed the raw weights."""
         w, b = self.weights, self.bound_stats
         return {
-            "n": len(self), "k": self.metadata["k"], "alpha": self.metadata["alpha"],
-            "alpha_effective": b["alpha_effective"], "estimator": self.metadata["estimator"],
-            "embedder": self.metadata["embedder"], "min_weight": float(w.min()), "max_weight": float(w.max()),
-            "ratio": float(w.max() / w.min()), "ess": effective_sample_size(w),
-            "ess_fraction": effective_sample_size(w) / len(w), "max_weight_ratio": self.metadata["max_weight_ratio"],
-            "target_ess": self.metadata["target_ess"], "active_bounds": b["active_bounds"],
-            "raw_ratio": b["raw_ratio"], "capped_fraction": b["capped_fraction"], "bound_mass_moved": b["mass_moved"],
-            "distinct": len(self.distinct_rows), "duplicate_groups": int((np.bincount(self.duplicate_of) > 1).sum()),
+            "n": len(self),
+            "k": self.metadata["k"],
+            "alpha": self.metadata["alpha"],
+            "alpha_effective": b["alpha_effective"],
+            "estimator": self.metadata["estimator"],
+            "embedder": self.metadata["embedder"],
+            "min_weight": float(w.min()),
+            "max_weight": float(w.max()),
+            "ratio": float(w.max() / w.min()),
+            "ess": effective_sample_size(w),
+            "ess_fraction": effective_sample_size(w) / len(w),
+            "max_weight_ratio": self.metadata["max_weight_ratio"],
+            "target_ess": self.metadata["target_ess"],
+            "active_bounds": b["active_bounds"],
+            "raw_ratio": b["raw_ratio"],
+            "capped_fraction": b["capped_fraction"],
+            "bound_mass_moved": b["mass_moved"],
+            "distinct": len(self.distinct_rows),
+            "duplicate_groups": int((np.bincount(self.duplicate_of) > 1).sum()),
             "buckets": {b: self.buckets.count(b) for b in BUCKETS},
-        }  # fmt: skip
+        }
 
     def check_compatible(
         self, *, embedder: str | None = None, dim: int | None = None, prompt_ids: Sequence[str] | None = None
@@ -336,9 +386,14 @@ class DensityIndex:
 
     @classmethod
     def load(
-        cls, directory: str | Path, *, embedder: str | None = None, dim: int | None = None,
-        prompt_ids: Sequence[str] | None = None, load_faiss: bool = True,
-    ) -> "DensityIndex":  # fmt: skip
+        cls,
+        directory: str | Path,
+        *,
+        embedder: str | None = None,
+        dim: int | None = None,
+        prompt_ids: Sequence[str] | None = None,
+        load_faiss: bool = True,
+    ) -> "DensityIndex":
         """Load and verify (sha256 of every file) an index written by `save`; optional compatibility checks."""
         return load_index(cls, directory, embedder=embedder, dim=dim, prompt_ids=prompt_ids, load_faiss=load_faiss)
 
@@ -351,9 +406,13 @@ class DensityIndex:
 
 
 def _weighting(
-    alpha: float, estimator: str, max_weight_ratio: float | None, target_ess: float | None, uniform_mix: float,
+    alpha: float,
+    estimator: str,
+    max_weight_ratio: float | None,
+    target_ess: float | None,
+    uniform_mix: float,
     bucket_quantiles: Sequence[float],
-) -> None:  # fmt: skip
+) -> None:
     """`ValueError` for a weighting `DensityIndex.reweight` cannot apply."""
     if not isinstance(alpha, numbers.Real) or not np.isfinite(alpha) or alpha < 0:
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha}.")

@@ -23,10 +23,18 @@ def _use_gpu(use_gpu: bool | None) -> bool:
 
 
 def make_faiss_index(
-    embeddings: np.ndarray, *, index_type: str = "auto", exact_max_size: int = 50_000, hnsw_m: int = 32,
-    hnsw_ef_construction: int = 80, hnsw_ef_search: int = 96, ivf_nlist: int | None = None, ivf_nprobe: int = 10,
-    use_gpu: bool | None = None, seed: int = 0,
-):  # fmt: skip
+    embeddings: np.ndarray,
+    *,
+    index_type: str = "auto",
+    exact_max_size: int = 50_000,
+    hnsw_m: int = 32,
+    hnsw_ef_construction: int = 80,
+    hnsw_ef_search: int = 96,
+    ivf_nlist: int | None = None,
+    ivf_nprobe: int = 10,
+    use_gpu: bool | None = None,
+    seed: int = 0,
+):
     """Build a FAISS L2 index over `embeddings`: exact (flat) up to `exact_max_size` rows, IVF above (`auto`).
 
     IVF beat HNSW on clustered 384-d embeddings at N = 1e5 (benchmarks/README.md): with nlist = 1024 and nprobe = 10

@@ -38,10 +38,13 @@ def load_density_index(args: DensityConfigMixin, index=None):
     if index is None:
         return None
     return index.reweighted(
-        alpha=args.density_alpha, estimator=args.density_estimator, max_weight_ratio=args.density_max_weight_ratio,
-        target_ess=args.density_target_ess, uniform_mix=args.density_uniform_mix,
+        alpha=args.density_alpha,
+        estimator=args.density_estimator,
+        max_weight_ratio=args.density_max_weight_ratio,
+        target_ess=args.density_target_ess,
+        uniform_mix=args.density_uniform_mix,
         bucket_quantiles=tuple(args.density_bucket_quantiles) if args.density_bucket_quantiles else None,
-    )  # fmt: skip
+    )
 
 
 def sampling_seed(args) -> int:
@@ -71,10 +74,9 @@ def load_sampler_state(sampler, checkpoint_dir: str | os.PathLike | None) -> Non
 
 
 def density_card_section(args: DensityConfigMixin, index, sampler, sources: list[str], eval_table: dict) -> str:
-    """Markdown appended to the TRL model card: hypothesis, density config and the eval-by-bucket table."""
+    """Markdown appended to the TRL model card: the density config, the index, the sampler and the eval-by-bucket
+    table."""
     lines = ["", "", "## Density-aware sampling (density_rlhf)", ""]
-    if args.hypothesis:
-        lines.append(f"- Hypothesis: **{args.hypothesis}**")
     lines.append(f"- Density sampling: {'on' if args.density_sampling else 'off'} ({args.density_pair_weighting})")
     if args.density_alpha_schedule != "constant":
         lines.append(
@@ -184,6 +186,11 @@ class DensitySamplingMixin:
         self._resume_checkpoint: str | None = None
         self._sampler_stats_key = None
         _check_not_empty(bound.arguments.get("train_dataset"), "")
+        given = {name: bound.arguments.get(name) for name in ("train_dataset", "eval_dataset")}
+        prepared = dict(zip(given, self._prepare_density_datasets(config, *given.values())))
+        for name, dataset in prepared.items():
+            if dataset is not given[name]:
+                bound.arguments[name] = dataset
         if self._density_on(config):
             self._check_supported(config, bound.arguments.get("train_dataset"))
         super().__init__(*bound.args, **bound.kwargs)
@@ -230,6 +237,12 @@ class DensitySamplingMixin:
                 f"{type(self).__name__} takes the buckets from the index. Remove it."
             )
         return args
+
+    def _prepare_density_datasets(self, args, train_dataset, eval_dataset) -> tuple:
+        """Hook, called once before the base trainer's `__init__` with `self.density_index` prepared: the train and
+        eval datasets as the trainer should receive them (default: unchanged). The density trainers add the bucket
+        column here."""
+        return train_dataset, eval_dataset
 
     def _density_on(self, args) -> bool:
         return bool(args.density_sampling or self._user_sampler is not None)
@@ -278,16 +291,26 @@ class DensitySamplingMixin:
                     )
             else:
                 sampler = DensityRepeatSampler.from_index(
-                    self.density_index, self.train_dataset, self.args.prompt_id_column,
-                    self.args.density_pair_weighting, missing=self.args.density_missing, seed=sampling_seed(self.args),
-                    replacement=getattr(self.args, "density_replacement", True), schedule=self._density_schedule(),
+                    self.density_index,
+                    self.train_dataset,
+                    self.args.prompt_id_column,
+                    self.args.density_pair_weighting,
+                    missing=self.args.density_missing,
+                    seed=sampling_seed(self.args),
+                    replacement=getattr(self.args, "density_replacement", True),
+                    schedule=self._density_schedule(),
                     **expected,
-                )  # fmt: skip
+                )
         elif sampler is None:
             sampler = DensitySampler.from_index(
-                self.density_index, self.train_dataset, self.args.prompt_id_column, self.args.density_pair_weighting,
-                missing=self.args.density_missing, seed=sampling_seed(self.args), schedule=self._density_schedule(),
-            )  # fmt: skip
+                self.density_index,
+                self.train_dataset,
+                self.args.prompt_id_column,
+                self.args.density_pair_weighting,
+                missing=self.args.density_missing,
+                seed=sampling_seed(self.args),
+                schedule=self._density_schedule(),
+            )
         elif isinstance(sampler, DensitySampler) and len(sampler.weights) != rows:
             raise ValueError(
                 f"density_sampler has {len(sampler.weights)} weights but the processed train dataset has {rows} rows "
@@ -304,9 +327,11 @@ class DensitySamplingMixin:
         if self.args.density_alpha_schedule == "constant":
             return None
         return AlphaSchedule(
-            self.args.density_alpha_schedule, self.args.density_alpha_start, self.density_index.metadata["alpha"],
+            self.args.density_alpha_schedule,
+            self.args.density_alpha_start,
+            self.density_index.metadata["alpha"],
             self.args.density_schedule_epochs,
-        )  # fmt: skip
+        )
 
     # --- metrics --------------------------------------------------------------------------------------------------
     @property
@@ -416,9 +441,11 @@ def with_density_sampling(trainer_cls: type) -> type:
         tags = [*(getattr(trainer_cls, "_tag_names", None) or []), "density-rlhf"]
         namespace = {
             "__doc__": f"[`{trainer_cls.__name__}`] with density-weighted sampling ([`DensitySamplingMixin`]).",
-            "__module__": __name__, "_tag_names": tags, "_density_config_class": _config_class_of(trainer_cls),
+            "__module__": __name__,
+            "_tag_names": tags,
+            "_density_config_class": _config_class_of(trainer_cls),
             "_name": f"Density {getattr(trainer_cls, '_name', None) or trainer_cls.__name__}",
-        }  # fmt: skip
+        }
         _TRAINER_CACHE[trainer_cls] = type(
             f"Density{trainer_cls.__name__}", (DensitySamplingMixin, trainer_cls), namespace
         )

@@ -24,8 +24,10 @@ class RewardModelScorer:
         try:
             config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as err:
-            raise ValueError(f"reward_model_path {path!r} is not a model directory or Hub id ({err}). Train one with "
-                             "`recipes/train_rm.py` or fix the path.") from None  # fmt: skip
+            raise ValueError(
+                f"reward_model_path {path!r} is not a model directory or Hub id ({err}). Train one with "
+                "`recipes/train_rm.py` or fix the path."
+            ) from None
         architectures = config.architectures or []
         if not any(a.endswith("ForSequenceClassification") for a in architectures) or config.num_labels != 1:
             raise ValueError(

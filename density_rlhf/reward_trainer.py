@@ -4,7 +4,6 @@ import copy
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,7 @@ from .groups import (
     write_seen_ids,
 )
 from .index import BUCKETS
-from .mixin import DensitySamplingMixin, load_density_index
+from .mixin import DensitySamplingMixin
 
 
 logger = logging.getLogger(__name__)
@@ -35,10 +34,8 @@ class DensityRewardConfig(DensityConfigMixin, RewardConfig):
     Configuration for [`DensityRewardTrainer`]: every [`~trl.RewardConfig`] field plus the density fields below.
 
     Parameters:
-        hypothesis (`str` or `None`, *optional*):
-            Experiment label (`A`, `B`, `C` or `D`), written into the model card.
         density_sampling (`bool`, *optional*, defaults to `False`):
-            Draw training pairs with probability ∝ density^-alpha of their prompt (Hypotheses B and D).
+            Draw training pairs with probability ∝ density^-alpha of their prompt.
         density_index_path (`str` or `None`, *optional*):
             Saved [`DensityIndex`]. With sampling off it is still used to log per-bucket metrics.
         density_alpha, density_estimator, density_max_weight_ratio, density_target_ess, density_uniform_mix:
@@ -57,8 +54,6 @@ class DensityRewardConfig(DensityConfigMixin, RewardConfig):
         eval_group_columns (`list[str]` or `None`, *optional*):
             Columns to report evaluation metrics by besides the bucket; default `topic` and `is_rare` when present.
     """
-
-    _density_hypotheses: ClassVar[tuple[str, ...]] = ("B", "D")  # hypotheses that weight this side
 
     def __post_init__(self):
         super().__post_init__()
@@ -102,7 +97,22 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
         self._eval_counts: Counter = Counter()
         self._seen_ids: list[str] = []
         self._last_bucket_eval: dict[str, dict[str, float]] = {}
-        index = load_density_index(args, density_index)
+        super().__init__(
+            model,
+            args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            density_index=density_index,
+            density_sampler=density_sampler,
+            **kwargs,
+        )
+        self._group_vocab = group_vocab(self._group_columns, *self._group_sources)
+        if self._group_columns or args.record_seen_ids:
+            self.data_collator = GroupLabelCollator(self.data_collator, self._group_vocab, args.record_seen_ids)
+
+    def _prepare_density_datasets(self, args, train_dataset, eval_dataset) -> tuple:
+        """The bucket column on every split, and the group columns evaluation reports by."""
+        index = self.density_index
         train_dataset = add_bucket_column(train_dataset, index, args, "train")
         if isinstance(eval_dataset, dict):
             eval_dataset = {k: add_bucket_column(v, index, args, f"eval[{k}]") for k, v in eval_dataset.items()}
@@ -116,13 +126,8 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
             and BUCKET_COLUMN not in self._group_columns
         ):
             self._group_columns.insert(0, BUCKET_COLUMN)
-        super().__init__(
-            model, args, train_dataset=train_dataset, eval_dataset=eval_dataset, density_index=index,
-            density_sampler=density_sampler, **kwargs,
-        )  # fmt: skip
-        self._group_vocab = group_vocab(self._group_columns, train_dataset, *eval_sets)
-        if self._group_columns or args.record_seen_ids:
-            self.data_collator = GroupLabelCollator(self.data_collator, self._group_vocab, args.record_seen_ids)
+        self._group_sources = [train_dataset, *eval_sets]
+        return train_dataset, eval_dataset
 
     @staticmethod
     def _end_token_for_encoders(model, args: DensityRewardConfig, kwargs: dict) -> DensityRewardConfig:
@@ -221,8 +226,9 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
         if f"{metric_key_prefix}_all_accuracy" in metrics:
             table["all"] = {
                 "accuracy": metrics[f"{metric_key_prefix}_all_accuracy"],
-                "loss": metrics[f"{metric_key_prefix}_all_loss"], "count": sum(self._eval_counts.values()) or "",
-            }  # fmt: skip
+                "loss": metrics[f"{metric_key_prefix}_all_loss"],
+                "count": sum(self._eval_counts.values()) or "",
+            }
         for bucket in BUCKETS:
             if f"{metric_key_prefix}_{bucket}_accuracy" in metrics:
                 table[bucket] = {

@@ -6,12 +6,14 @@ epoch sees exactly the batches an uninterrupted run would have seen.
 """
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+from .row_weights import map_prompt_weights
 
 
 if TYPE_CHECKING:
@@ -19,9 +21,6 @@ if TYPE_CHECKING:
     from .schedule import AlphaSchedule
 
 logger = logging.getLogger(__name__)
-
-PAIR_WEIGHTINGS = ("per_pair", "per_prompt")
-MISSING_POLICIES = ("error", "uniform")
 
 
 def validate_weights(weights: Any) -> np.ndarray:
@@ -47,66 +46,6 @@ def _weights_fingerprint(w: np.ndarray) -> str:
     import hashlib
 
     return hashlib.sha256(np.ascontiguousarray(w, dtype=np.float64).tobytes()).hexdigest()[:16]
-
-
-def map_prompt_weights(
-    row_prompt_ids: Any,
-    index_prompt_ids: Sequence[str],
-    index_weights: np.ndarray,
-    *,
-    pair_weighting: str = "per_pair",
-    missing: str = "error",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row weights from per-prompt weights, vectorized with Arrow (no Python loop over rows).
-
-    Args:
-        row_prompt_ids: the dataset's prompt id column (Arrow array, list or numpy array of str).
-        index_prompt_ids / index_weights: the index's prompt ids and weights.
-        pair_weighting: `per_pair` gives every pair its prompt's weight (the seeds' rule); `per_prompt` splits a
-            prompt's weight evenly across its pairs, so a prompt's total mass does not grow with its pair count.
-        missing: `error` raises for rows whose prompt id is not in the index; `uniform` gives them the mean prompt
-            weight and counts them.
-
-    Returns:
-        `(row_weights, prompt_index)`, with `prompt_index[i] = -1` for rows not found in the index.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if pair_weighting not in PAIR_WEIGHTINGS:
-        raise ValueError(f"pair_weighting must be one of {PAIR_WEIGHTINGS}, got {pair_weighting!r}.")
-    if missing not in MISSING_POLICIES:
-        raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}.")
-    index_weights = np.asarray(index_weights, dtype=np.float64)
-    if len(index_prompt_ids) != len(index_weights):
-        raise ValueError("index prompt ids and weights have different lengths.")
-    rows = row_prompt_ids if isinstance(row_prompt_ids, (pa.Array, pa.ChunkedArray)) else pa.array(row_prompt_ids)
-    positions = pc.index_in(rows, value_set=pa.array(list(index_prompt_ids), type=rows.type))
-    prompt_index = np.asarray(pc.fill_null(positions, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
-    found = prompt_index >= 0
-    n_missing = int((~found).sum())
-    if n_missing and missing == "error":
-        examples = pc.filter(rows, pa.array(~found)).slice(0, 3).to_pylist()
-        raise ValueError(
-            f"{n_missing} of {len(prompt_index)} rows have a prompt id missing from the density index "
-            f"(e.g. {examples}). Rebuild the index on this dataset, or give them the mean prompt weight with "
-            "`density_missing: uniform` in the trainer config (`missing='uniform'` here)."
-        )
-    row_weights = rows_from_prompt_weights(index_weights, prompt_index, pair_weighting)
-    if n_missing:
-        logger.warning("%d rows have no prompt id in the density index; they get the mean prompt weight", n_missing)
-    return row_weights, prompt_index
-
-
-def rows_from_prompt_weights(prompt_weights: np.ndarray, prompt_index: np.ndarray, pair_weighting: str) -> np.ndarray:
-    """Per-row weights from per-prompt weights (`prompt_index[i] = -1`: the mean prompt weight), see
-    `map_prompt_weights`."""
-    found = prompt_index >= 0
-    row_weights = np.where(found, prompt_weights[np.maximum(prompt_index, 0)], prompt_weights.mean())
-    if pair_weighting == "per_prompt":
-        counts = np.bincount(prompt_index[found], minlength=len(prompt_weights))
-        row_weights[found] /= counts[prompt_index[found]]
-    return row_weights
 
 
 class DensitySampler(Sampler[int]):
@@ -168,10 +107,14 @@ class DensitySampler(Sampler[int]):
         )
         if schedule is not None:
             weights = ScheduledWeights(
-                index.log_density, prompt_index, schedule, max_weight_ratio=index.metadata.get("max_weight_ratio"),
-                target_ess=index.metadata.get("target_ess"), uniform_mix=index.metadata.get("uniform_mix", 0.0),
+                index.log_density,
+                prompt_index,
+                schedule,
+                max_weight_ratio=index.metadata.get("max_weight_ratio"),
+                target_ess=index.metadata.get("target_ess"),
+                uniform_mix=index.metadata.get("uniform_mix", 0.0),
                 pair_weighting=pair_weighting,
-            )  # fmt: skip
+            )
         sampler = cls(weights, num_samples=num_samples, seed=seed, log_summary=False)
         sampler.num_missing = int((prompt_index < 0).sum())
         names = tuple(sorted(set(index.buckets)))
@@ -195,12 +138,15 @@ class DensitySampler(Sampler[int]):
         w = self.weights
         n = len(w)
         return {
-            "rows": n, "rows_assigned": n - self.num_missing, "min_weight": float(w.min()),
-            "max_weight": float(w.max()), "ratio": float(w.max() / w.min()) if w.min() > 0 else float("inf"),
+            "rows": n,
+            "rows_assigned": n - self.num_missing,
+            "min_weight": float(w.min()),
+            "max_weight": float(w.max()),
+            "ratio": float(w.max() / w.min()) if w.min() > 0 else float("inf"),
             "ess": float(1.0 / np.square(w).sum()),
             **({"alpha": self.scheduled.schedule(self.epoch)} if self.scheduled else {}),
             **self._bound_summary(),
-        }  # fmt: skip
+        }
 
     def _bound_summary(self) -> dict[str, Any]:
         """alpha asked and used, the share of prompts at the ESS cap and the mass the bounds moved."""
@@ -208,40 +154,58 @@ class DensitySampler(Sampler[int]):
         if not stats:
             return {}
         return {
-            "alpha_asked": stats["alpha"], "alpha_effective": stats["alpha_effective"],
-            "bound_capped_fraction": stats["capped_fraction"], "bound_mass_moved": stats["mass_moved"],
-            "bound_raw_ratio": stats["raw_ratio"], "active_bounds": list(stats["active_bounds"]),
-        }  # fmt: skip
+            "alpha_asked": stats["alpha"],
+            "alpha_effective": stats["alpha_effective"],
+            "bound_capped_fraction": stats["capped_fraction"],
+            "bound_mass_moved": stats["mass_moved"],
+            "bound_raw_ratio": stats["raw_ratio"],
+            "active_bounds": list(stats["active_bounds"]),
+        }
 
     def _log_checklist(self) -> None:
         s = self.summary()
         logger.info(
             "Density sampling: pairs assigned %d/%d, min weight %.3g, max weight %.3g, ratio %.3g, ESS %.1f (%.1f%%)",
-            s["rows_assigned"], s["rows"], s["min_weight"], s["max_weight"], s["ratio"], s["ess"],
+            s["rows_assigned"],
+            s["rows"],
+            s["min_weight"],
+            s["max_weight"],
+            s["ratio"],
+            s["ess"],
             100 * s["ess"] / s["rows"],
-        )  # fmt: skip
+        )
         if s.get("active_bounds"):
             logger.info(
                 "Density weights bounded by %s: alpha %.3g asked, %.3g used; %.1f%% of prompts at the ESS cap; "
-                "%.2f%% of the sampling mass moved (raw max/min %.3g)", " and ".join(s["active_bounds"]),
-                s["alpha_asked"], s["alpha_effective"], 100 * s["bound_capped_fraction"], 100 * s["bound_mass_moved"],
+                "%.2f%% of the sampling mass moved (raw max/min %.3g)",
+                " and ".join(s["active_bounds"]),
+                s["alpha_asked"],
+                s["alpha_effective"],
+                100 * s["bound_capped_fraction"],
+                100 * s["bound_mass_moved"],
                 s["bound_raw_ratio"],
-            )  # fmt: skip
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
         if self.scheduled is not None:
             self._epoch_signal = self.scheduled.signal.copy()
             self.weights = validate_weights(self.scheduled.weights(self.epoch, self._epoch_signal))
-            logger.info("density sampler epoch %d: alpha %.3g, ESS %.1f", self.epoch,
-                        self.scheduled.schedule(self.epoch), 1.0 / np.square(self.weights).sum())  # fmt: skip
+            logger.info(
+                "density sampler epoch %d: alpha %.3g, ESS %.1f",
+                self.epoch,
+                self.scheduled.schedule(self.epoch),
+                1.0 / np.square(self.weights).sum(),
+            )
 
     def update(self, rows: Any, values: Any) -> None:
         """Re-weight `rows` by `values` (a training signal, e.g. per-prompt reward variance) on top of density, from
         the next epoch on (verl's curriculum-sampler `update`, by row). Needs `ScheduledWeights`."""
         if self.scheduled is None:
-            raise ValueError("update() needs a sampler built on ScheduledWeights (density_alpha_schedule or "
-                             "`DensitySampler(ScheduledWeights(...))`); fixed weights cannot change.")  # fmt: skip
+            raise ValueError(
+                "update() needs a sampler built on ScheduledWeights (density_alpha_schedule or "
+                "`DensitySampler(ScheduledWeights(...))`); fixed weights cannot change."
+            )
         self.scheduled.update(rows, values)
 
     def _rng(self) -> np.random.Generator:
@@ -257,9 +221,12 @@ class DensitySampler(Sampler[int]):
     def state_dict(self) -> dict[str, Any]:
         """JSON-serializable state: with it a resumed run replays the identical order."""
         state = {
-            "seed": self.seed, "epoch": self.epoch, "num_samples": self.num_samples, "num_rows": len(self.weights),
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "num_samples": self.num_samples,
+            "num_rows": len(self.weights),
             "weights_sha256": self._fingerprint(),
-        }  # fmt: skip
+        }
         if self.scheduled is not None:  # the training signal pending for the next epoch, and the one in use
             state["signal"] = self.scheduled.sparse_signal(self.scheduled.signal)
             state["epoch_signal"] = self.scheduled.sparse_signal(self._epoch_signal)
@@ -368,12 +335,27 @@ class DensityRepeatSampler(DensitySampler):
         return cls(weights, **params)
 
     @classmethod
-    def from_index(cls, index: "DensityIndex", dataset: Any, prompt_id_column: str = "prompt_id",
-                   pair_weighting: str = "per_pair", *, missing: str = "error", seed: int = 0, **kwargs):  # fmt: skip
+    def from_index(
+        cls,
+        index: "DensityIndex",
+        dataset: Any,
+        prompt_id_column: str = "prompt_id",
+        pair_weighting: str = "per_pair",
+        *,
+        missing: str = "error",
+        seed: int = 0,
+        **kwargs,
+    ):
         base = DensitySampler.from_index(
-            index, dataset, prompt_id_column, pair_weighting, missing=missing, seed=seed,
-            num_samples=kwargs.pop("num_samples", None), schedule=kwargs.pop("schedule", None),
-        )  # fmt: skip
+            index,
+            dataset,
+            prompt_id_column,
+            pair_weighting,
+            missing=missing,
+            seed=seed,
+            num_samples=kwargs.pop("num_samples", None),
+            schedule=kwargs.pop("schedule", None),
+        )
         sampler = cls(
             base.scheduled or base.weights, seed=seed, num_samples=base.num_samples, log_summary=False, **kwargs
         )

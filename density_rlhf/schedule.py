@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .estimators import bounded_weights
+from .row_weights import rows_from_prompt_weights
 
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -100,12 +101,13 @@ class ScheduledWeights:
 
     def weights(self, epoch: int, signal: np.ndarray | None = None) -> np.ndarray:
         """Normalized row weights at `epoch`, with `signal` (default: the one recorded so far)."""
-        from .sampler import rows_from_prompt_weights
-
         prompt_weights, self.bound_stats = bounded_weights(
-            self.log_density, self.schedule(epoch), max_weight_ratio=self.max_weight_ratio,
-            target_ess=self.target_ess, uniform_mix=self.uniform_mix,
-        )  # fmt: skip
+            self.log_density,
+            self.schedule(epoch),
+            max_weight_ratio=self.max_weight_ratio,
+            target_ess=self.target_ess,
+            uniform_mix=self.uniform_mix,
+        )
         signal = self.signal if signal is None else signal
         rows = rows_from_prompt_weights(prompt_weights, self.prompt_index, self.pair_weighting) * signal
         total = rows.sum()

@@ -58,10 +58,14 @@ def report_data(index: "DensityIndex", n_examples: int = 20) -> dict[str, Any]:
     sizes = np.bincount(index.duplicate_of)
     for rep in np.flatnonzero(sizes > 1)[np.argsort(-sizes[sizes > 1], kind="stable")]:
         members = np.flatnonzero(index.duplicate_of == rep)
-        groups.append({
-            "size": int(len(members)), "member_weight": float(w[rep]), "group_mass": float(w[members].sum()),
-            "prompts": [str(texts[i]) for i in members[:5]],
-        })  # fmt: skip
+        groups.append(
+            {
+                "size": int(len(members)),
+                "member_weight": float(w[rep]),
+                "group_mass": float(w[members].sum()),
+                "prompts": [str(texts[i]) for i in members[:5]],
+            }
+        )
 
     def rows(positions):
         return [

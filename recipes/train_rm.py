@@ -1,4 +1,4 @@
-"""Reward-model stage (Hypotheses A and B): `DensityRewardTrainer` on the prepared preference pairs.
+"""Reward-model stage: `DensityRewardTrainer` on the prepared preference pairs.
 
 Usage:
 
@@ -6,7 +6,7 @@ Usage:
     accelerate launch --config_file accelerate_configs/zero3.yaml recipes/train_rm.py --config recipes/scale/hyp_b.yaml
     python recipes/train_rm.py --config hyp_a.yaml --max_steps 50 --output_dir outputs/try
 
-The hypothesis YAML's `reward:` section (merged over its top level) fills the arguments below.
+The YAML's `reward:` section (merged over its top level) fills the arguments below.
 """
 
 from transformers import AutoModelForSequenceClassification
@@ -34,9 +34,7 @@ SECTION = "reward"
 
 def main(script_args: DensityScriptArguments, training_args: DensityRewardConfig, model_args: ModelConfig):
     train, test = start_run(script_args, training_args, build_default_data)
-    logger.info(
-        "hypothesis %s: reward model, density sampling %s", training_args.hypothesis, training_args.density_sampling
-    )
+    logger.info("reward model, density sampling %s", training_args.density_sampling)
 
     model, tokenizer = load_model_and_tokenizer(
         model_args, training_args, AutoModelForSequenceClassification, num_labels=1
@@ -44,10 +42,13 @@ def main(script_args: DensityScriptArguments, training_args: DensityRewardConfig
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     trainer = DensityRewardTrainer(
-        model, training_args, train_dataset=train,
+        model,
+        training_args,
+        train_dataset=train,
         eval_dataset=test if training_args.eval_strategy != "no" else None,
-        processing_class=tokenizer, peft_config=get_peft_config(model_args),
-    )  # fmt: skip
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
     return train_and_save(trainer, training_args, script_args, last_checkpoint(training_args))
 
 

@@ -40,10 +40,13 @@ def main(script_args: DensityScriptArguments, training_args: SFTConfig, model_ar
     train, test = start_run(script_args, training_args, build_default_data)
     model, tokenizer = load_model_and_tokenizer(model_args, training_args, AutoModelForCausalLM)
     trainer = SFTTrainer(
-        model, training_args, train_dataset=to_prompt_completion(train),
+        model,
+        training_args,
+        train_dataset=to_prompt_completion(train),
         eval_dataset=to_prompt_completion(test) if training_args.eval_strategy != "no" else None,
-        processing_class=tokenizer, peft_config=get_peft_config(model_args),
-    )  # fmt: skip
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
     return train_and_save(trainer, training_args, script_args, last_checkpoint(training_args))
 
 

@@ -17,7 +17,7 @@ def accelerate_launch(
     import subprocess
     import sys
 
-    from density_rlhf.experiment.runner import free_port
+    from density_rlhf.experiment.execution import free_port
 
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file",

@@ -1,8 +1,8 @@
 """Bad input, one case per scenario: a clear error naming what to change, or the behaviour the user asked for.
 
-The four paths that used to train on something other than what was asked, and exit 0: a shared index rewritten by the
-next trainer, KTO's KL pairing broken by density batches, a mistyped `data_dir` replaced by the synthetic world (and
-a stale index from it), a failed `reweight` leaving the index half-changed.
+Four paths that would train on something other than what was asked, and exit 0, if unchecked: a shared index
+rewritten by the next trainer, KTO's KL pairing broken by density batches, a mistyped `data_dir` replaced by the
+synthetic world (and a stale index from it), a failed `reweight` leaving the index half-changed.
 """
 
 import json
@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
 from density_rlhf import DensityIndex, DensitySampler, density_config, with_density_sampling
-from density_rlhf.sampler import map_prompt_weights
+from density_rlhf.row_weights import map_prompt_weights
 
 from .conftest import REPO
 from .test_mixin import COMMON, build, pipe  # noqa: F401 - the fixture
@@ -195,7 +195,7 @@ def test_the_density_summary_is_printed_and_the_first_step_logs_density_metrics(
 
 def test_the_readme_dpo_example_says_what_to_add_on_cpu():
     text = (REPO / "README.md").read_text()
-    start = text.index("```python\n", text.index("Density sampling in your DPO project"))
+    start = text.index("```python\n", text.index("## Quick start: density sampling in your DPO project"))
     assert "use_cpu=True, bf16=False" in text[start : text.index("```", start + 10)]
 
 
@@ -203,12 +203,7 @@ def test_the_card_reports_per_pair_accuracy(tmp_path):
     from density_rlhf.mixin import density_card_section
 
     class Args:
-        hypothesis, density_sampling, density_pair_weighting, density_alpha_schedule = (
-            None,
-            True,
-            "per_pair",
-            "constant",
-        )
+        density_sampling, density_pair_weighting, density_alpha_schedule = True, "per_pair", "constant"
 
     table = {"all": {"accuracy": 0.5, "loss": 0.7, "count": 3}, "rare": {"accuracy": 1.0, "loss": 0.1, "count": 1}}
     section = density_card_section(Args(), _index(), None, [], table)
@@ -234,10 +229,10 @@ def _yaml(tmp_path, text: str) -> str:
 
 @pytest.mark.parametrize(
     "text, match",
-    [("default: defaults.yaml\nhypothesis: B\n", r"unknown key 'default'; did you mean 'defaults'\?"),
-     ("defaults: defaults.yaml\nhypothesis: B\nreward:\n  density_samplng: true\n",
+    [("default: defaults.yaml\nseed: 0\n", r"unknown key 'default'; did you mean 'defaults'\?"),
+     ("defaults: defaults.yaml\nseed: 0\nreward:\n  density_samplng: true\n",
       r"unknown key 'density_samplng'; did you mean 'density_sampling'\?"),
-     ("defaults: defaults.yaml\nhypothesis: B\nseed: 1\nseed: 2\n", r"line 4: key 'seed' is given twice")],
+     ("defaults: defaults.yaml\nreward: {}\nseed: 1\nseed: 2\n", r"line 4: key 'seed' is given twice")],
     ids=["default_for_defaults", "misspelled_field", "duplicate_key"],
 )  # fmt: skip
 def test_yaml_mistakes_are_named_before_any_other_check(tmp_path, text, match):

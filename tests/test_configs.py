@@ -9,8 +9,8 @@ import pytest
 from density_rlhf import DensityGRPOConfig, DensityRewardConfig
 from density_rlhf.config import DensityConfigMixin
 from density_rlhf.experiment.evaluation import EvaluateArguments
+from density_rlhf.experiment.graph import RunnerArguments
 from density_rlhf.experiment.prepare import PrepareDataArguments
-from density_rlhf.experiment.runner import RunnerArguments
 from density_rlhf.recipes import train_grpo
 from density_rlhf.scripts import BuildDensityArguments, DensityReportArguments, DensityScriptArguments
 

@@ -10,7 +10,7 @@ from torch.utils.data import BatchSampler
 
 from density_rlhf import DensityIndex, DensityRepeatSampler, DensitySampler
 from density_rlhf.estimators import density_weights, effective_sample_size, intrinsic_dimension, log_density
-from density_rlhf.sampler import map_prompt_weights
+from density_rlhf.row_weights import map_prompt_weights
 
 
 def _clustered(n=600, d=16, seed=0):

@@ -26,7 +26,7 @@ def pipe(tiny_pipeline):
 
 def grpo_args(output_dir, ground_truth_reward="log", **overrides):
     """The test config; the synthetic rule checker is logged (weight 0), optimized (`reward`) or left out (`off`),
-    as the GRPO recipe's `ground_truth_reward` does."""
+    as the experiment's `reward_weights` for `reward_funcs: [density_rlhf.experiment.world.ground_truth]` do."""
     base = dict(
         output_dir=str(output_dir), use_cpu=True, bf16=False, per_device_train_batch_size=8, num_generations=4,
         max_completion_length=12, max_steps=2, logging_steps=1, report_to=[], save_strategy="no", seed=0,
@@ -88,7 +88,9 @@ def test_per_step_statistics_are_logged(pipe, tmp_path):
         "density/rare_frac",
     ):  # fmt: skip
         assert key in keys, key
-    assert any(k.startswith("density/") and k.endswith("/rule_satisfied") for k in keys)
+    # per bucket: every reward function (the rule checker too, weight 0) and the weighted sum
+    assert any(k.startswith("density/") and k.endswith("/rewards/ground_truth") for k in keys)
+    assert any(k.startswith("density/") and k.endswith("/rewards/reward_model") for k in keys)
     assert any(k.startswith("density/") and k.endswith("/reward") for k in keys)
     # The ground truth is logged with weight 0: the optimized reward is the reward model's alone.
     first = trainer.state.log_history[0]
@@ -155,8 +157,23 @@ def test_advantage_mode_rewrites_the_advantages(pipe, tmp_path):
         out = trainer._generate_and_score_completions(batch)
         rewards = trainer._last_rewards_per_func[:, 0]
         torch.testing.assert_close(out["advantages"], compute_advantages(rewards, 4, mode), atol=1e-4, rtol=0)
+        # the completions table shows the advantages used, one per completion of this batch
+        logged = torch.tensor(list(trainer._logs["advantages"]))
+        assert len(logged) == len(batch)
+        torch.testing.assert_close(logged, out["advantages"].cpu(), atol=1e-6, rtol=0)
         outputs[mode] = out["advantages"]
     assert not torch.allclose(outputs["grpo"], outputs["softmax"])
+
+
+def test_normalize_then_sum_is_refused_where_it_would_be_ignored(tmp_path):
+    for mode in ("softmax", "gaussian_quantile"):
+        with pytest.raises(
+            ValueError, match="multi_objective_aggregation: sum_then_normalize, or advantage_mode: grpo"
+        ):
+            grpo_args(tmp_path, advantage_mode=mode, multi_objective_aggregation="normalize_then_sum")
+    # TRL computes it in grpo mode, and the default aggregation goes with every mode
+    assert grpo_args(tmp_path, multi_objective_aggregation="normalize_then_sum").advantage_mode == "grpo"
+    assert grpo_args(tmp_path, advantage_mode="softmax").multi_objective_aggregation == "sum_then_normalize"
 
 
 def test_reward_model_scores_like_reward_trainer_input(pipe):
@@ -211,7 +228,7 @@ def test_bad_inputs(pipe, tmp_path):
 def test_a_user_topic_column_is_left_alone(pipe, tmp_path):
     """The rule checker is opt-in: a user dataset whose `topic` means something else trains on its own rewards."""
     args = grpo_args(tmp_path, reward_model_path=pipe["rm"], ground_truth_reward="off", max_steps=1)
-    assert "ground_truth_reward" not in DensityGRPOConfig.__dataclass_fields__  # the recipe's, not the library's
+    assert "ground_truth_reward" not in DensityGRPOConfig.__dataclass_fields__  # the experiment's, not the library's
     science = pipe["train"].map(lambda x: {"topic": "science"})
     trainer = make(pipe, args, train_dataset=science)
     trainer.train()
@@ -280,3 +297,15 @@ def test_reward_model_scores_under_deepspeed_equal_single_process_scores(pipe, t
             assert record["zero_stage"] == zero_stage and record["model"] == "DeepSpeedEngine"
             expected = reference(prompts=record["prompts"], completions=record["completions"])
             assert record["rewards"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_index_is_reweighted_once(pipe, tmp_path, monkeypatch):
+    from density_rlhf.groups import BUCKET_COLUMN
+    from density_rlhf.index import DensityIndex
+
+    calls = []
+    original = DensityIndex.reweighted
+    monkeypatch.setattr(DensityIndex, "reweighted", lambda self, **kw: calls.append(kw) or original(self, **kw))
+    trainer = make(pipe, grpo_args(tmp_path, density_index_path=pipe["index"], density_alpha=0.5))
+    assert len(calls) == 1 and trainer.density_index.metadata["alpha"] == 0.5
+    assert BUCKET_COLUMN in trainer.train_dataset.column_names

@@ -92,3 +92,14 @@ def test_diversity_metrics_bundle():
     with pytest.raises(ValueError, match="unknown metric"):
         load_metric("bleurt")
     assert len(METRICS) == 7
+
+
+@pytest.mark.parametrize("name", [m for m in METRICS if m != "embedding_diversity"] + ["embedding_diversity"])
+def test_every_evaluate_module_wraps_its_plain_function(name):
+    """`load_metric(name).compute` (through evaluate) and `functions.<name>` give the same figures."""
+    from density_rlhf.metrics import functions
+
+    texts = ["the cat sat \u2014 please", "not just a cat but a dog", "the cat ran!", "delve into it, thanks"]
+    kwargs = {"embeddings": np.eye(4, 8)[[0, 1, 1, 2]]} if name == "embedding_diversity" else {}
+    direct = getattr(functions, name)(texts, **kwargs)
+    assert direct and direct == pytest.approx(compute(name, texts, **kwargs))

@@ -198,7 +198,9 @@ def test_the_readme_dpo_example_runs(pipe, tmp_path, monkeypatch):
     from .conftest import REPO
 
     text = (REPO / "README.md").read_text()
-    start = text.index("```python\n", text.index("Density sampling in your DPO project")) + len("```python\n")
+    start = text.index("```python\n", text.index("## Quick start: density sampling in your DPO project")) + len(
+        "```python\n"
+    )
     code = text[start : text.index("```", start)]
     assert len(code.strip().splitlines()) <= 10
     cpu = '"dpo-density", use_cpu=True, bf16=False, max_steps=2, logging_steps=1, report_to=[], save_strategy="no",'

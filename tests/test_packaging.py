@@ -52,7 +52,7 @@ def test_the_core_never_imports_the_experiment():
     assert not offenders, offenders
     assert len(core_files()) > 20  # the walk saw the library
     # The check can fail: the experiment does import the core.
-    assert any(n.startswith("density_rlhf.") for n in imported_modules(PACKAGE / "experiment" / "runner.py"))
+    assert any(n.startswith("density_rlhf.") for n in imported_modules(PACKAGE / "experiment" / "graph.py"))
 
 
 def test_importing_every_core_module_loads_no_experiment_module():
@@ -174,3 +174,31 @@ def test_wheel_installs_into_empty_venvs_and_runs_the_first_stages(tmp_path):
     _run([bin_, "density", "--config", "build_density.yaml", "--data_dir", "data", "--density_dir", "density"],
          cwd=work, env=env)  # fmt: skip
     assert (work / "data" / "dataset").is_dir() and (work / "density" / "metadata.json").exists()
+
+
+def _uses_mock(path: Path) -> bool:
+    """Whether `path` imports `unittest.mock` (or `mock`) anywhere, function-level imports included."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import) and any(a.name in ("mock", "unittest.mock") for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (
+            node.module in ("mock", "unittest.mock")
+            or (node.module == "unittest" and "mock" in {a.name for a in node.names})
+        ):
+            return True
+    return False
+
+
+def test_no_production_module_patches_with_mock(tmp_path):
+    """The library, the experiment and the recipes build what they need (e.g. the dry run's per-rank configs) without
+    `unittest.mock`; mocks are the tests' business."""
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in [*PACKAGE.rglob("*.py"), *(REPO / "recipes").rglob("*.py")]
+        if _uses_mock(path)
+    ]
+    assert not offenders, offenders
+    # The check can fail: both spellings of the import are seen.
+    for text in ("from unittest import mock\n", "def f():\n    import unittest.mock\n"):
+        (tmp_path / "m.py").write_text(text)
+        assert _uses_mock(tmp_path / "m.py"), text

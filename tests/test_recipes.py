@@ -6,9 +6,9 @@ import yaml
 from trl import ModelConfig, SFTConfig
 
 from density_rlhf import DensityGRPOConfig, DensityRewardConfig
+from density_rlhf.experiment.design import DENSITY_SAMPLING, RM_OF
+from density_rlhf.experiment.graph import OVERRIDE_SECTIONS, RunnerArguments
 from density_rlhf.experiment.prepare import PrepareDataArguments
-from density_rlhf.experiment.report import RM_OF
-from density_rlhf.experiment.runner import OVERRIDE_SECTIONS, RunnerArguments
 from density_rlhf.recipes import train_grpo, train_rm
 from density_rlhf.scripts import (
     BuildDensityArguments,
@@ -41,7 +41,8 @@ GPU_OVERRIDES = ["--bf16", "false", "--use_cpu", "true"]
 
 def _check_overrides(path: Path) -> list[str]:
     """An overrides file is read by the runner: every stage it touches must still build (2 CPU processes)."""
-    from density_rlhf.experiment.runner import build_stages, dry_run, launcher_processes
+    from density_rlhf.experiment.dry_run import dry_run, launcher_processes
+    from density_rlhf.experiment.graph import build_stages
     from density_rlhf.scripts import load_config, resolve_config
 
     config = load_config(resolve_config("scale/run_hypotheses.yaml"))
@@ -72,11 +73,13 @@ def test_every_recipe_yaml_parses(path):
     parsed = _parse_all(path)
     assert parsed
     if path.name.startswith("hyp_"):
-        hypothesis = path.stem[-1].upper()
+        arm = path.stem[-1].upper()
         for _, training_args, model_args in parsed:
             # C trains with A's reward model and D with B's: the same model a hand launch of hyp_a/hyp_b trains.
-            own = hypothesis if isinstance(training_args, DensityGRPOConfig) else RM_OF[hypothesis]
-            assert training_args.hypothesis == own
+            section = "grpo" if isinstance(training_args, DensityGRPOConfig) else "reward"
+            assert training_args.density_sampling == DENSITY_SAMPLING[arm][section]
+            if section == "reward":
+                assert training_args.density_sampling == DENSITY_SAMPLING[RM_OF[arm]]["reward"]
             assert training_args.seed == 0 and model_args.model_name_or_path
 
 
@@ -90,7 +93,7 @@ def test_hypothesis_files_state_only_what_differs():
             assert len(text.splitlines()) <= 15, path
             assert yaml.safe_load(text)["defaults"] == "defaults.yaml", path
         defaults = yaml.safe_load((directory / "defaults.yaml").read_text())
-        assert "hypothesis" not in defaults.get("reward", {}) and "output_dir" not in defaults.get("grpo", {})
+        assert "output_dir" not in defaults.get("reward", {}) and "output_dir" not in defaults.get("grpo", {})
 
 
 def test_hypotheses_differ_only_where_they_should():
@@ -164,7 +167,7 @@ def test_scale_recipe_dry_run_with_the_tiny_model(tiny_pipeline, tmp_path, scrip
         overrides += ["--max_length", "128", "--num_train_epochs", "1"]
     script_args, training_args, model_args = parse_args(SECTION_TYPES[section], overrides, section=section)
     # D's reward model is B's (trained once); its GRPO arm is D's.
-    assert training_args.density_sampling and training_args.hypothesis == ("B" if section == "reward" else "D")
+    assert training_args.density_sampling
     recipe.main(script_args, training_args, model_args)
     assert (tmp_path / "model.safetensors").exists()
 
@@ -205,38 +208,59 @@ def test_a_missing_local_model_is_one_line_naming_the_command(tmp_path, tiny_pip
 
 
 @pytest.mark.parametrize("config_cls", [DensityRewardConfig, DensityGRPOConfig])
-def test_hypothesis_and_density_sampling_must_agree(tmp_path, config_cls):
-    weighted = {DensityRewardConfig: {"B", "D"}, DensityGRPOConfig: {"C", "D", "O"}}[config_cls]
-    base = dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, density_index_path=str(tmp_path))
-    for hypothesis in "ABCDO":
-        if config_cls is DensityRewardConfig and hypothesis == "O":
-            continue
-        right = hypothesis in weighted
-        assert config_cls(**base, hypothesis=hypothesis, density_sampling=right).density_sampling is right
-        with pytest.raises(ValueError, match=f"set `density_sampling: {str(right).lower()}`"):
-            config_cls(**base, hypothesis=hypothesis, density_sampling=not right)
+def test_the_core_configs_carry_no_experiment_label(config_cls, tmp_path):
+    from trl import DPOConfig
+
+    from density_rlhf import density_config
+
+    for cls in (config_cls, density_config(DPOConfig)):
+        assert "hypothesis" not in cls.__dataclass_fields__
+    with pytest.raises(TypeError, match="hypothesis"):
+        config_cls(output_dir=str(tmp_path), use_cpu=True, hypothesis="B")
 
 
-def test_grpo_recipe_adds_the_ground_truth_only_when_asked(tiny_pipeline):
-    """`ground_truth_reward` is the GRPO recipe's: `log` adds the rule checker with weight 0, `reward` with weight 1,
-    `off` nothing; it needs the world's `topic` column and refuses a `reward_weights` it would replace."""
-    from datasets import load_from_disk
+def test_the_runner_checks_each_arms_density_sampling_against_the_design(tmp_path):
+    """The label lives in the experiment: the runner refuses an arm file whose `density_sampling` contradicts the
+    design (B's reward model unweighted here, in hyp_b and hyp_d alike), naming the file and the fix."""
+    from density_rlhf.experiment.graph import RunnerArguments, build_stages, check_stage_configs
 
-    from density_rlhf.experiment.world import GroundTruthReward
+    (tmp_path / "defaults.yaml").write_text((REPO / "recipes" / "defaults.yaml").read_text())
+    for h in "abcd":
+        text = (REPO / "recipes" / f"hyp_{h}.yaml").read_text()
+        if h in "bd":  # B's reward model (which D reuses) unweighted
+            text = text.replace("reward:\n  density_sampling: true\n", "reward:\n", 1)
+        (tmp_path / f"hyp_{h}.yaml").write_text(text)
+    args = RunnerArguments(output_dir=str(tmp_path / "run"), seeds=[0], oracle=False,
+                           hypothesis_config=str(tmp_path / "hyp_{h}.yaml"))  # fmt: skip
+    with pytest.raises(ValueError, match=r"hyp_b\.yaml: arm B's `reward:` stage samples by density=True.*set "
+                                         r"`density_sampling: true`"):  # fmt: skip
+        check_stage_configs(build_stages(args))
+    args = RunnerArguments(output_dir=str(tmp_path / "run"), seeds=[0], oracle=False, hypotheses=["A", "C"],
+                           hypothesis_config=str(tmp_path / "hyp_{h}.yaml"))  # fmt: skip
+    check_stage_configs(build_stages(args))  # B is not run: its file is not read
 
-    train = load_from_disk(str(tiny_pipeline / "data" / "dataset"))["train"]
-    config = DensityGRPOConfig(output_dir="unused", use_cpu=True, bf16=False)
-    for mode, weight in (("log", 0.0), ("reward", 1.0)):
-        funcs, args = train_grpo.ground_truth_funcs(train_grpo.GRPOScriptArguments(ground_truth_reward=mode), config,
-                                                    train)  # fmt: skip
-        assert [type(f) for f in funcs] == [GroundTruthReward] and args.reward_weights == [weight]
-        assert config.reward_weights is None  # the caller's config is left alone
-    assert train_grpo.ground_truth_funcs(train_grpo.GRPOScriptArguments(), config, train) == (None, config)
+
+def test_grpo_recipe_loads_reward_funcs_by_name_or_import_path():
+    """`reward_funcs` as in TRL's GRPO script: a function of `trl.rewards` or a dotted import path; the experiment's
+    rule checker is one such path, and it refuses data without the world's `topic` column."""
+    import trl.rewards
+
+    from density_rlhf.experiment import world
+    from density_rlhf.scripts import RecipeError
+
+    assert train_grpo.load_reward_funcs(None) is None and train_grpo.load_reward_funcs([]) is None
+    funcs = train_grpo.load_reward_funcs(["density_rlhf.experiment.world.ground_truth", "think_format_reward"])
+    assert funcs == [world.ground_truth, trl.rewards.think_format_reward]
+    for bad, match in (("density_rlhf.experiment.wrold.ground_truth", "cannot import"),
+                       ("density_rlhf.experiment.world.ground_truht", "not a callable"),
+                       ("get_soft_overlong_punishment", "neither a function of trl.rewards"),
+                       ("no_such_reward", "neither a function of trl.rewards")):  # fmt: skip
+        with pytest.raises(RecipeError, match=match):
+            train_grpo.load_reward_funcs([bad])
     with pytest.raises(ValueError, match="needs the synthetic world's `topic` column"):
-        train_grpo.ground_truth_funcs(train_grpo.GRPOScriptArguments(ground_truth_reward="log"), config,
-                                      train.remove_columns("topic"))  # fmt: skip
-    config.reward_weights = [0.5]
-    with pytest.raises(ValueError, match="remove one of them"):
-        train_grpo.ground_truth_funcs(train_grpo.GRPOScriptArguments(ground_truth_reward="log"), config, train)
-    with pytest.raises(ValueError, match="ground_truth_reward must be one of"):
-        train_grpo.GRPOScriptArguments(ground_truth_reward="on")
+        world.ground_truth(["p"], ["c"])
+    # The shipped experiment logs the rule checker (weight 0) beside the reward model; the oracle optimizes it alone.
+    for name, weights in (("hyp_a.yaml", [0.0]), ("hyp_o.yaml", [1.0])):
+        config = load_config(resolve_config(name), "grpo")
+        assert config["reward_funcs"] == ["density_rlhf.experiment.world.ground_truth"]
+        assert config["reward_weights"] == weights

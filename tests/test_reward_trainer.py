@@ -174,8 +174,6 @@ def test_bad_inputs_fail_before_training(pipe, tmp_path):
     assert lenient._active_sampler.num_missing == sum(t == "law" for t in pipe["train"]["topic"])
     with pytest.raises(ValueError, match="density_pair_weighting"):
         rm_args(tmp_path, density_pair_weighting="per_token")
-    with pytest.raises(ValueError, match="hypothesis"):
-        rm_args(tmp_path, hypothesis="E")
 
 
 def test_model_card_and_push_at_the_hub_boundary(pipe, tmp_path, monkeypatch):
@@ -202,7 +200,6 @@ def test_model_card_and_push_at_the_hub_boundary(pipe, tmp_path, monkeypatch):
         tmp_path,
         density_index_path=pipe["index"],
         density_sampling=True,
-        hypothesis="B",
         max_steps=2,
         hub_model_id="me/rm",
     )
@@ -214,7 +211,7 @@ def test_model_card_and_push_at_the_hub_boundary(pipe, tmp_path, monkeypatch):
     card = calls["card"]
     for needle in (
         "density-rlhf",
-        "Hypothesis: **B**",
+        "Density sampling: on (per_pair)",
         "all-MiniLM-L6-v2",
         "k = 5",
         "alpha = 1.0",
@@ -341,3 +338,20 @@ def test_tokenizer_without_eos_or_sep_is_refused(pipe, tmp_path):
     tokenizer.eos_token = None
     with pytest.raises(ValueError, match="neither an EOS nor a SEP token"):
         DensityRewardTrainer(pipe["model"], rm_args(tmp_path), train_dataset=pipe["train"], processing_class=tokenizer)
+
+
+def test_the_index_is_reweighted_once_and_the_buckets_added_by_the_hook(pipe, tmp_path, monkeypatch):
+    """The mixin prepares the trainer's own copy of the index once; the reward trainer's dataset hook then adds the
+    bucket column to both splits from that copy."""
+    from density_rlhf.groups import BUCKET_COLUMN
+    from density_rlhf.index import DensityIndex
+
+    calls = []
+    original = DensityIndex.reweighted
+    monkeypatch.setattr(DensityIndex, "reweighted", lambda self, **kw: calls.append(kw) or original(self, **kw))
+    args = rm_args(tmp_path, density_index_path=pipe["index"], density_sampling=True, density_alpha=0.5)
+    trainer = make(pipe, args, eval_dataset=pipe["test"])
+    assert len(calls) == 1 and calls[0]["alpha"] == 0.5 and trainer.density_index.metadata["alpha"] == 0.5
+    assert BUCKET_COLUMN in trainer.train_dataset.column_names and BUCKET_COLUMN in trainer.eval_dataset.column_names
+    assert BUCKET_COLUMN not in pipe["train"].column_names  # the caller's dataset is left as it was
+    assert trainer._group_columns[0] == BUCKET_COLUMN

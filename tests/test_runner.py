@@ -187,11 +187,11 @@ def test_stage_hash_follows_the_config_content(tmp_path, monkeypatch):
     changed = {name for name in before if before[name] != after[name]}
     assert changed == {"grpo_A[seed=0]", "evaluate[seed=0]"}
     # The recipe's code is part of the hash too: editing train_rm.py re-runs the RM and everything downstream.
-    from density_rlhf.experiment import runner
+    from density_rlhf.experiment import graph
 
     recipes = tmp_path / "recipes"
     shutil.copytree(REPO / "recipes", recipes)
-    monkeypatch.setattr(runner, "RECIPES_DIR", recipes)
+    monkeypatch.setattr(graph, "RECIPES_DIR", recipes)
     same = {s.name: s.hash for s in build_stages(args)}
     (recipes / "train_rm.py").write_text((recipes / "train_rm.py").read_text() + "\n# changed\n")
     edited = {s.name: s.hash for s in build_stages(args)}
@@ -222,7 +222,7 @@ def test_scale_dry_run_prints_every_command_and_validates_for_eight_gpus(tmp_pat
 def test_scale_dry_run_reports_each_problem_in_one_line(tmp_path):
     overrides = tmp_path / "bad.yaml"
     overrides.write_text(
-        "grpo: {num_generations: 7}\nreward: {hypothesis: C, density_sampling: true}\n"
+        "grpo: {num_generations: 7}\nreward: {density_sampling: true}\n"
         "sft: {model_name_or_path: outputs/data/tiny/policy}\n"
     )
     with pytest.raises(StageFailed) as err:
@@ -273,7 +273,7 @@ def test_scale_rehearsal_on_two_cpu_processes_with_zero3(tmp_path):
 
 
 def test_concurrent_accelerate_stages_get_their_own_ports(tmp_path):
-    from density_rlhf.experiment.runner import _command
+    from density_rlhf.experiment.execution import _command
 
     launcher = "accelerate launch --config_file accelerate_configs/zero3_cpu_2proc.yaml"
     stages = [s for s in build_stages(RunnerArguments(output_dir=str(tmp_path), launcher=launcher)) if s.launched]
@@ -325,7 +325,7 @@ def test_evaluation_samples_at_the_grpo_arms_generation_length(tmp_path):
 
 
 def test_concurrent_stages_share_the_cores_and_a_last_stage_alone_gets_them_all(tmp_path, monkeypatch):
-    from density_rlhf.experiment import runner
+    from density_rlhf.experiment import execution, graph
 
     threads = {}
 
@@ -333,9 +333,9 @@ def test_concurrent_stages_share_the_cores_and_a_last_stage_alone_gets_them_all(
         threads[stage.name] = threads_for_stage
         return {"stage": stage.name, "seconds": 0.0}
 
-    monkeypatch.setattr(runner, "run_stage", fake_run_stage)
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: 4)
-    first, second = (runner.Stage(n, "train_rm.py", None, None, [], tmp_path / n) for n in ("a", "b"))
-    last = runner.Stage("c", "evaluate.py", None, None, [], tmp_path / "c", [first, second])
-    runner.run_all([first, second, last], "accelerate", tmp_path, max_parallel=2)
+    monkeypatch.setattr(execution, "run_stage", fake_run_stage)
+    monkeypatch.setattr(execution.os, "cpu_count", lambda: 4)
+    first, second = (graph.Stage(n, "train_rm.py", None, None, [], tmp_path / n) for n in ("a", "b"))
+    last = graph.Stage("c", "evaluate.py", None, None, [], tmp_path / "c", [first, second])
+    execution.run_all([first, second, last], "accelerate", tmp_path, max_parallel=2)
     assert threads == {"a": 2, "b": 2, "c": 4}

@@ -39,8 +39,14 @@ def test_overridden_hooks_exist_with_the_parameters_passed_on(owner, name, param
 
 # (owner, source fragment): attributes set inside upstream methods that the code reads
 SOURCE_FRAGMENTS = [
-    (Trainer, "self.current_gradient_accumulation_steps"),  # DensityGRPOTrainer scales its SFT term by it
-    (GRPOTrainer, "self.reward_func_names"),  # the ground-truth column of the per-bucket metrics
+    (Trainer, "self.current_gradient_accumulation_steps"),
+    (
+        Trainer,
+        "self._signature_columns",
+    ),  # DensityRewardTrainer adds its group columns to them  # DensityGRPOTrainer scales its SFT term by it
+    (GRPOTrainer, "self.reward_func_names"),  # the per-bucket metric of every reward function
+    (GRPOTrainer, 'self._logs["advantages"].extend(all_process_advantages'),  # the completions table's advantages
+    (GRPOTrainer, "self.multi_objective_aggregation"),  # refused with the softmax and quantile advantages
     (GRPOTrainer, "self._metrics"),  # metrics go in self._metrics[mode]
     (GRPOTrainer, '"advantages"'),  # _generate_and_score_completions' output keys replaced or read
     (GRPOTrainer, '"prompt_ids"'),

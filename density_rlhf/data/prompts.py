@@ -1,4 +1,4 @@
-"""The prompt table and statistics written next to the pairs (the seeds' stage 2)."""
+"""The prompt table and statistics written next to the pairs."""
 
 import json
 from collections import Counter

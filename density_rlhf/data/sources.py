@@ -164,9 +164,14 @@ def load_pairs(
     else:
         records = _hub_records(source, split, hub_name, streaming, data_dir)
     rows = build_rows(
-        records, CONVERTERS[source], source, stats, conversational=conversational,
-        max_pairs=max_pairs_per_source, seen=seen,
-    )  # fmt: skip
+        records,
+        CONVERTERS[source],
+        source,
+        stats,
+        conversational=conversational,
+        max_pairs=max_pairs_per_source,
+        seen=seen,
+    )
     stats.check()
     log_stats(stats, source)
     return rows_to_dataset(rows)

@@ -87,10 +87,14 @@ def held_out_prompts(split, prompts_per_topic: int | None) -> list[dict[str, Any
             continue
         seen.add(row["prompt_id"])
         per_topic[topic] += 1
-        rows.append({
-            "prompt": row["prompt"], "prompt_id": row["prompt_id"], "topic": row.get("topic"),
-            "is_rare": row.get("is_rare"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "prompt": row["prompt"],
+                "prompt_id": row["prompt_id"],
+                "topic": row.get("topic"),
+                "is_rare": row.get("is_rare"),
+            }
+        )
     return rows
 
 
@@ -151,9 +155,16 @@ def add_politeness(response: str) -> str:
 
 @torch.inference_mode()
 def generate_samples(
-    model_path: str, prompts: list[str], num_samples: int, *, max_new_tokens: int = 24, temperature: float = 1.0,
-    batch_size: int = 64, seed: int = 0, device: str | None = None,
-) -> list[list[str]]:  # fmt: skip
+    model_path: str,
+    prompts: list[str],
+    num_samples: int,
+    *,
+    max_new_tokens: int = 24,
+    temperature: float = 1.0,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str | None = None,
+) -> list[list[str]]:
     """`num_samples` sampled completions per prompt (text, or conversational messages through the chat template, as
     TRL prompts them), on the GPU when there is one; identical for the same seed on the same device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -175,9 +186,15 @@ def generate_samples(
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator_seed)))
         enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         generated = model.generate(
-            **enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-            num_return_sequences=num_samples, pad_token_id=tokenizer.pad_token_id,
-        )  # fmt: skip
+            **enc,
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=num_samples,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         texts = tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         out += [texts[i * num_samples : (i + 1) * num_samples] for i in range(len(batch))]
     return out
@@ -188,52 +205,80 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def evaluate_policy(
-    samples: list[list[str]], rows: list[dict[str, Any]], buckets: list[str], scorers: dict[str, Any],
-    embeddings: np.ndarray,
-) -> dict[str, dict[str, float]]:  # fmt: skip
-    """Per reporting group: reward (per reward model) and the reward model's agreement with the ground truth on these
-    samples, rule satisfaction, tic and politeness rates, and diversity (also among rule-satisfying samples only)."""
-    from ..metrics import diversity_metrics, load_metric
-    from ..metrics.stock_patterns.stock_patterns import PATTERNS
-    from .world import has_tic
+def ground_truth(rows: list[dict[str, Any]], samples: list[list[str]]) -> np.ndarray | None:
+    """(prompts, k) rule satisfaction of every sample, or `None` without the world's topics (real data)."""
+    if not all(r["topic"] for r in rows):
+        return None
+    from .world import rule_satisfied
 
+    return np.array(
+        [[float(rule_satisfied(r["topic"], r["prompt"], c)) for c in group] for r, group in zip(rows, samples)]
+    )
+
+
+def reward_scores(
+    rows: list[dict[str, Any]], samples: list[list[str]], scorers: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """(prompts, k) score of every sample under every reward model."""
     k = len(samples[0])
     flat_prompts = [r["prompt"] for r in rows for _ in range(k)]
     flat = [c for group in samples for c in group]
-    rewards = {
+    return {
         name: np.asarray(scorer(prompts=flat_prompts, completions=flat)).reshape(len(rows), k)
         for name, scorer in scorers.items()
     }
-    truth = None
-    if all(r["topic"] for r in rows):
-        from .world import rule_satisfied
 
-        truth = np.array(
-            [[float(rule_satisfied(r["topic"], r["prompt"], c)) for c in group] for r, group in zip(rows, samples)]
-        )
-    agreement = {name: on_policy_agreement(r, truth) for name, r in rewards.items()} if truth is not None else {}
+
+def habit_rates(samples: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """(prompts, k) indicators of the planted tic and of the politeness habit ("please"/"thank")."""
+    from ..metrics.functions import STOCK_PATTERNS
+    from .world import has_tic
+
+    polite_rx = re.compile(STOCK_PATTERNS["please_thank"], re.IGNORECASE)
     tic = np.array([[float(has_tic(c)) for c in group] for group in samples])
-    polite_rx = re.compile(PATTERNS["please_thank"], re.IGNORECASE)
     polite = np.array([[float(bool(polite_rx.search(c))) for c in group] for group in samples])
-    emb = embeddings.reshape(len(rows), k, -1)
-    # Diversity across the k samples of each prompt. `_compute` is the module's own formula without evaluate's
-    # per-call Arrow round trip, which would dominate for hundreds of tiny groups.
-    distinct, embedding, bleu = (load_metric(m) for m in ("distinct_n", "embedding_diversity", "self_bleu"))
+    return tic, polite
+
+
+def within_prompt_diversity(
+    samples: list[list[str]], embeddings: np.ndarray, truth: np.ndarray | None
+) -> tuple[list[dict[str, float]], list[dict[str, float] | None]]:
+    """Diversity across the k samples of each prompt, over all of them and over the rule-satisfying ones only (when
+    there are at least 2; `None` otherwise)."""
+    from ..metrics.functions import distinct_n, embedding_diversity, self_bleu
 
     def within(texts: list[str], vectors: np.ndarray) -> dict[str, float]:
-        stats = distinct._compute(predictions=texts)
-        stats.update(embedding._compute(predictions=texts, embeddings=vectors))
-        stats.update(bleu._compute(predictions=texts))
-        return stats
+        return {**distinct_n(texts), **embedding_diversity(texts, embeddings=vectors), **self_bleu(texts)}
 
-    within_all = [within(group, emb[i]) for i, group in enumerate(samples)]
-    within_good = [None] * len(rows)  # quality-conditioned: among the rule-satisfying samples, when >= 2 of them
+    within_all = [within(group, embeddings[i]) for i, group in enumerate(samples)]
+    within_good: list[dict[str, float] | None] = [None] * len(samples)
     if truth is not None:
         for i, group in enumerate(samples):
             good = np.flatnonzero(truth[i] > 0)
             if good.size >= 2:
-                within_good[i] = within([group[j] for j in good], emb[i, good])
+                within_good[i] = within([group[j] for j in good], embeddings[i, good])
+    return within_all, within_good
+
+
+def evaluate_policy(
+    samples: list[list[str]],
+    rows: list[dict[str, Any]],
+    buckets: list[str],
+    scorers: dict[str, Any],
+    embeddings: np.ndarray,
+) -> dict[str, dict[str, float]]:
+    """Per reporting group: reward (per reward model) and the reward model's agreement with the ground truth on these
+    samples, rule satisfaction, tic and politeness rates, and diversity (also among rule-satisfying samples only)."""
+    from ..metrics import diversity_metrics
+    from ..metrics.functions import em_dash_rate
+
+    k = len(samples[0])
+    rewards = reward_scores(rows, samples, scorers)
+    truth = ground_truth(rows, samples)
+    agreement = {name: on_policy_agreement(r, truth) for name, r in rewards.items()} if truth is not None else {}
+    tic, polite = habit_rates(samples)
+    emb = embeddings.reshape(len(rows), k, -1)
+    within_all, within_good = within_prompt_diversity(samples, emb, truth)
     groups = group_indices(buckets, [r["topic"] for r in rows], [r.get("is_rare") for r in rows])
     results = {}
     for group, idx in groups.items():
@@ -254,9 +299,7 @@ def evaluate_policy(
         if len(across) >= 2:
             for key, value in diversity_metrics(across, emb[idx, 0]).items():
                 res[f"across/{key}"] = value
-        res["em_dash_rate"] = load_metric("em_dash_rate")._compute(predictions=[c for i in idx for c in samples[i]])[
-            "em_dash_rate"
-        ]
+        res["em_dash_rate"] = em_dash_rate([c for i in idx for c in samples[i]])["em_dash_rate"]
         results[group] = res
     return results
 
@@ -278,9 +321,10 @@ def evaluate_reward_model(scorer, split, buckets: list[str]) -> tuple[dict[str, 
     tic_effect, polite_effect = tic_effect.reshape(2, -1), polite_effect.reshape(2, -1)
     columns = split.column_names
     groups = group_indices(
-        buckets, list(split["topic"]) if "topic" in columns else [None] * len(split),
+        buckets,
+        list(split["topic"]) if "topic" in columns else [None] * len(split),
         list(split["is_rare"]) if "is_rare" in columns else [None] * len(split),
-    )  # fmt: skip
+    )
     stats = {
         g: {
             "accuracy": float(correct[idx].mean()),
@@ -288,7 +332,7 @@ def evaluate_reward_model(scorer, split, buckets: list[str]) -> tuple[dict[str, 
             "n": float(len(idx)),
             "tic_effect": _mean(tic_effect[:, idx].ravel()),
             "politeness_effect": _mean(polite_effect[:, idx].ravel()),
-        }  # fmt: skip
+        }
         for g, idx in groups.items()
     }
     return stats, {"correct": correct, "groups": groups}
@@ -303,8 +347,13 @@ def paired_items(first: dict[str, Any], second: dict[str, Any]) -> dict[str, dic
     for g, idx in first["groups"].items():
         a, b = first["correct"][idx], second["correct"][idx]
         only_first, only_second = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
-        out[g] = {"n": int(len(idx)), "only_first": only_first, "only_second": only_second,
-                  "difference": float((a - b).mean()), "p_value": mcnemar_p(only_first, only_second)}  # fmt: skip
+        out[g] = {
+            "n": int(len(idx)),
+            "only_first": only_first,
+            "only_second": only_second,
+            "difference": float((a - b).mean()),
+            "p_value": mcnemar_p(only_first, only_second),
+        }
     return out
 
 
@@ -342,9 +391,15 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     for name, path in parse_named(args.policies).items():
         logger.info("evaluating policy %s (%s) on %d prompts x %d samples", name, path, len(rows), args.num_samples)
         samples = generate_samples(
-            path, [r["prompt"] for r in rows], args.num_samples, max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature, batch_size=args.batch_size, seed=args.seed, device=device,
-        )  # fmt: skip
+            path,
+            [r["prompt"] for r in rows],
+            args.num_samples,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=device,
+        )
         embeddings = embed_prompts([c for g in samples for c in g], show_progress=False)
         results["policies"][name] = evaluate_policy(samples, rows, prompt_buckets, scorers, embeddings)
         results.setdefault("samples", {})[name] = [

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from ..index import BUCKETS
-from .report import REPORT_GROUPS, RM_NAMES, RM_OF
+from .design import RM_NAMES, RM_OF
+from .report import REPORT_GROUPS
 
 
 def make_plots(results: dict[str, Any], root: Path, density_dir: Path, hypotheses: list[str]) -> list[str]:
@@ -40,8 +41,10 @@ def make_plots(results: dict[str, Any], root: Path, density_dir: Path, hypothese
         width = 0.8 / max(1, len(series))
         for i, (label, stats) in enumerate(series.items()):
             means = [s["mean"] if s else np.nan for s in stats]
-            err = [[(s["mean"] - s["ci_low"]) if s and s.get("ci_low") is not None else 0 for s in stats],
-                   [(s["ci_high"] - s["mean"]) if s and s.get("ci_high") is not None else 0 for s in stats]]  # fmt: skip
+            err = [
+                [(s["mean"] - s["ci_low"]) if s and s.get("ci_low") is not None else 0 for s in stats],
+                [(s["ci_high"] - s["mean"]) if s and s.get("ci_high") is not None else 0 for s in stats],
+            ]
             ax.bar(np.arange(len(groups)) + i * width, means, width, yerr=err, capsize=3, label=label)
         ax.set_xticks(np.arange(len(groups)) + width * (len(series) - 1) / 2, groups)
         ax.set_ylabel(ylabel)
@@ -75,9 +78,15 @@ def make_plots(results: dict[str, Any], root: Path, density_dir: Path, hypothese
     fig, axes = plt.subplots(1, len(div), figsize=(3 * len(div), 3.2))
     for ax, metric in zip(axes, div):
         stats = [pols[p]["all"].get(metric) for p in pols]
-        ax.bar(range(len(pols)), [s["mean"] if s else np.nan for s in stats], yerr=[
-            [(s["mean"] - s["ci_low"]) if s and s.get("ci_low") is not None else 0 for s in stats],
-            [(s["ci_high"] - s["mean"]) if s and s.get("ci_high") is not None else 0 for s in stats]], capsize=3)  # fmt: skip
+        ax.bar(
+            range(len(pols)),
+            [s["mean"] if s else np.nan for s in stats],
+            yerr=[
+                [(s["mean"] - s["ci_low"]) if s and s.get("ci_low") is not None else 0 for s in stats],
+                [(s["ci_high"] - s["mean"]) if s and s.get("ci_high") is not None else 0 for s in stats],
+            ],
+            capsize=3,
+        )
         ax.set_xticks(range(len(pols)), list(pols))
         ax.set_title(metric, fontsize=9)
     save(fig, "diversity.png")
@@ -105,8 +114,9 @@ def make_plots(results: dict[str, Any], root: Path, density_dir: Path, hypothese
         rows = results["dose_response"]
         alphas = [row["alpha"] for row in rows]
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-        for ax, key, label in zip(axes, ("rm_accuracy", "rm_tic_effect", "tic_rate"),
-                                  ("RM accuracy", "RM tic effect", "GRPO tic rate")):  # fmt: skip
+        for ax, key, label in zip(
+            axes, ("rm_accuracy", "rm_tic_effect", "tic_rate"), ("RM accuracy", "RM tic effect", "GRPO tic rate")
+        ):
             stats = [row[key] or {} for row in rows]
             mean = np.array([st.get("mean", np.nan) for st in stats], dtype=float)
             low = np.array([st.get("ci_low", np.nan) for st in stats], dtype=float)

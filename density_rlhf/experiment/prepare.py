@@ -129,20 +129,34 @@ def load_sources(args: PrepareDataArguments) -> tuple[DatasetDict, PairStats]:
     for source in args.sources:
         if source == "synthetic":
             world = make_synthetic_world(
-                args.seed, n_train_pairs=args.n_train_pairs, n_test_pairs_per_topic=args.n_test_pairs_per_topic,
-                n_topics=args.n_topics, skew=args.skew, n_rare_topics=args.n_rare_topics, label_noise=args.label_noise,
-                tic_chosen=args.tic_chosen, tic_rejected=args.tic_rejected, rare_tic_chosen=args.rare_tic_chosen,
-                rare_tic_rejected=args.rare_tic_rejected, n_sft_per_topic=args.n_sft_per_topic,
-                sft_rule_rate=args.sft_rule_rate, sft_tic_rate=args.sft_tic_rate,
-            )  # fmt: skip
+                args.seed,
+                n_train_pairs=args.n_train_pairs,
+                n_test_pairs_per_topic=args.n_test_pairs_per_topic,
+                n_topics=args.n_topics,
+                skew=args.skew,
+                n_rare_topics=args.n_rare_topics,
+                label_noise=args.label_noise,
+                tic_chosen=args.tic_chosen,
+                tic_rejected=args.tic_rejected,
+                rare_tic_chosen=args.rare_tic_chosen,
+                rare_tic_rejected=args.rare_tic_rejected,
+                n_sft_per_topic=args.n_sft_per_topic,
+                sft_rule_rate=args.sft_rule_rate,
+                sft_tic_rate=args.sft_tic_rate,
+            )
             continue
         parts.append(
             load_pairs(
-                source, getattr(args, f"{source}_path"), max_pairs_per_source=args.max_pairs_per_source,
-                conversational=args.conversational, skip_malformed=args.skip_malformed,
-                data_dir=args.hh_data_dir if source == "hh" else None, stats=stats, seen=seen,
+                source,
+                getattr(args, f"{source}_path"),
+                max_pairs_per_source=args.max_pairs_per_source,
+                conversational=args.conversational,
+                skip_malformed=args.skip_malformed,
+                data_dir=args.hh_data_dir if source == "hh" else None,
+                stats=stats,
+                seen=seen,
             )
-        )  # fmt: skip
+        )
     if world is not None and parts:
         raise ValueError("The synthetic world cannot be mixed with real sources; prepare them in separate runs.")
     if world is not None:
@@ -161,7 +175,10 @@ def prepare_data(args: PrepareDataArguments) -> dict[str, Any]:
         # Upper-cased copies too, so that UPPERCASE text costs about as many tokens as the same text in lower case.
         tokenizer = train_tokenizer([*texts, *(t.upper() for t in texts)], vocab_size=args.tokenizer_vocab_size)
         write_tiny_models(
-            tokenizer, Path(args.output_dir) / "tiny", hidden_size=args.tiny_hidden_size,
-            num_layers=args.tiny_num_layers, seed=args.seed,
-        )  # fmt: skip
+            tokenizer,
+            Path(args.output_dir) / "tiny",
+            hidden_size=args.tiny_hidden_size,
+            num_layers=args.tiny_num_layers,
+            seed=args.seed,
+        )
     return summary

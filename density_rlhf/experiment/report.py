@@ -10,12 +10,6 @@ import numpy as np
 from .stats import _difference, holm, mcnemar_p, mean_ci, minimum_detectable_effect
 
 
-HYPOTHESES = ("A", "B", "C", "D")
-ORACLE = "O"
-# Reward model used by each hypothesis: C reuses A's (uniform) RM and D reuses B's (density) RM; their
-# hypothesis files configure identical RM training, so the runner trains each RM once per seed.
-RM_OF = {"A": "A", "B": "B", "C": "A", "D": "B"}
-RM_NAMES = {"A": "uniform", "B": "density"}
 KEY_METRICS = ("rule_satisfied", "tic_rate", "politeness_rate", "reward/uniform", "reward/density",
                "agreement/uniform", "agreement/density", "within/distinct_2", "within/embedding_diversity",
                "within_satisfying/distinct_2", "within_satisfying/embedding_diversity", "across/embedding_diversity",

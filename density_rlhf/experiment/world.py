@@ -87,70 +87,253 @@ _GARDEN = ("compost", "mulch", "seedlings", "trowel", "soil", "shade", "bulbs", 
 
 # Ordered by frequency rank: the first topic is the most common; the last four are the rare ones.
 TOPICS: tuple[Topic, ...] = (
-    Topic("weather", "short",
-          ("What will the weather be like in {x} tomorrow?", "Should I pack an umbrella for {x} this week?",
-           "Is it going to be windy in {x} tonight?", "How cold will {x} get this weekend?",
-           "Will there be sunshine in {x} on Monday?", "What is the forecast for {x} today?"),
-          ("Boston", "Denver", "Seattle", "Miami", "Chicago", "Dallas", "Phoenix", "Atlanta", "Portland", "Houston",
-           "Detroit", "Austin", "Omaha", "Tulsa", "Reno"), _WEATHER),
-    Topic("cooking", "lowercase",
-          ("How do I cook {x} for dinner?", "What spices go well with {x}?", "How long should I roast {x}?",
-           "Can I freeze leftover {x}?", "What sauce pairs with {x}?", "How do I keep {x} from burning?"),
-          ("chicken", "salmon", "rice", "lentils", "potatoes", "tofu", "pasta", "carrots", "mushrooms", "beef",
-           "eggplant", "shrimp", "quinoa", "spinach"), _COOKING),
-    Topic("travel", "question",
-          ("Can you help me book a train to {x}?", "What should I see on a trip to {x}?",
-           "How do I get from the airport to downtown {x}?", "Is a hotel near the station in {x} a good idea?",
-           "What is the cheapest way to travel to {x}?", "Do I need a visa to visit {x}?"),
-          ("Lisbon", "Prague", "Vienna", "Kyoto", "Dublin", "Budapest", "Seoul", "Hanoi", "Marrakesh", "Quebec",
-           "Bruges", "Krakow", "Tallinn"), _TRAVEL),
-    Topic("gardening", "two_items",
-          ("Which plants grow well in {x}?", "How do I protect my garden from {x}?",
-           "What should I plant next to {x}?", "How often should I water {x}?",
-           "What fertilizer helps {x} grow?", "When is the best time to prune {x}?"),
-          ("tomatoes", "roses", "basil", "tulips", "sunflowers", "ferns", "lavender", "cucumbers", "hydrangeas",
-           "peppers", "shady corners", "clay soil", "aphids", "slugs"), _GARDEN),
-    Topic("fitness", "digit",
-          ("How can I improve my {x}?", "What is a good routine for {x}?", "How many days a week should I train {x}?",
-           "Why does my {x} workout feel so hard?"),
-          ("running pace", "push ups", "squats", "stamina", "flexibility", "core strength", "sprint speed",
-           "posture", "deadlift", "cycling endurance"),
-          ("warm up", "stretching", "reps", "sets", "rest", "protein", "cardio", "form", "intervals", "pace")),
-    Topic("music", "begins_sure",
-          ("How do I learn to play {x}?", "What makes {x} music so catchy?", "Which scales should I practice on {x}?",
-           "How do I tune a {x}?"),
-          ("guitar", "piano", "violin", "drums", "jazz", "cello", "ukulele", "trumpet", "blues", "flute"),
-          ("chords", "rhythm", "melody", "tempo", "scales", "metronome", "harmony", "practice", "notes", "ear")),
-    Topic("pets", "period",
-          ("How do I train my {x} to sit?", "What should I feed a young {x}?", "Why is my {x} so restless?",
-           "How often should my {x} see a vet?"),
-          ("puppy", "kitten", "parrot", "rabbit", "hamster", "beagle", "goldfish", "terrier"),
-          ("treats", "leash", "vet", "toys", "walks", "litter", "cage", "food", "bed", "brush")),
-    Topic("chess", "digit",
-          ("What is a strong reply to the {x}?", "How do I study the {x}?", "Why is the {x} popular with masters?"),
-          ("Sicilian Defense", "Queen's Gambit", "French Defense", "Ruy Lopez", "King's Indian", "Caro Kann"),
-          ("pawn", "knight", "bishop", "castle", "endgame", "tempo", "center", "rook", "queen", "king")),
-    Topic("history", "long",
-          ("Why did the {x} collapse?", "What caused the rise of the {x}?", "Who ruled the {x} at its peak?",
-           "How did the {x} change trade in its era?"),
-          ("Roman Empire", "Ming dynasty", "Ottoman Empire", "Byzantine Empire", "Mali Empire", "Aztec Empire",
-           "Hanseatic League", "Mughal Empire"), _WEATHER, "weather"),
-    Topic("astronomy", "caps_first",
-          ("How far away is the {x}?", "What is the {x} made of?", "Can I see the {x} with a telescope?",
-           "Why does the {x} glow?"),
-          ("Andromeda galaxy", "Orion nebula", "planet Saturn", "Crab nebula", "star Betelgeuse", "planet Jupiter",
-           "Pleiades cluster"), _COOKING, "cooking"),
-    Topic("poetry", "exclaim",
-          ("Give me a poem title about {x}.", "What word captures a haiku about {x}?",
-           "Suggest a title for a sonnet on {x}.", "Name a verse about {x}."),
-          ("autumn leaves", "lost love", "the sea at dawn", "a quiet city", "winter moon", "old friendship"),
-          _TRAVEL, "travel"),
-    Topic("law", "prose",
-          ("What should a tenant do about {x}?", "Is a verbal agreement binding for {x}?",
-           "How do I dispute {x} in court?", "What are my rights regarding {x}?"),
-          ("a broken lease", "an unpaid deposit", "a noisy landlord", "a contract breach", "an eviction notice",
-           "a parking fine"), _GARDEN, "gardening"),
-)  # fmt: skip
+    Topic(
+        "weather",
+        "short",
+        (
+            "What will the weather be like in {x} tomorrow?",
+            "Should I pack an umbrella for {x} this week?",
+            "Is it going to be windy in {x} tonight?",
+            "How cold will {x} get this weekend?",
+            "Will there be sunshine in {x} on Monday?",
+            "What is the forecast for {x} today?",
+        ),
+        (
+            "Boston",
+            "Denver",
+            "Seattle",
+            "Miami",
+            "Chicago",
+            "Dallas",
+            "Phoenix",
+            "Atlanta",
+            "Portland",
+            "Houston",
+            "Detroit",
+            "Austin",
+            "Omaha",
+            "Tulsa",
+            "Reno",
+        ),
+        _WEATHER,
+    ),
+    Topic(
+        "cooking",
+        "lowercase",
+        (
+            "How do I cook {x} for dinner?",
+            "What spices go well with {x}?",
+            "How long should I roast {x}?",
+            "Can I freeze leftover {x}?",
+            "What sauce pairs with {x}?",
+            "How do I keep {x} from burning?",
+        ),
+        (
+            "chicken",
+            "salmon",
+            "rice",
+            "lentils",
+            "potatoes",
+            "tofu",
+            "pasta",
+            "carrots",
+            "mushrooms",
+            "beef",
+            "eggplant",
+            "shrimp",
+            "quinoa",
+            "spinach",
+        ),
+        _COOKING,
+    ),
+    Topic(
+        "travel",
+        "question",
+        (
+            "Can you help me book a train to {x}?",
+            "What should I see on a trip to {x}?",
+            "How do I get from the airport to downtown {x}?",
+            "Is a hotel near the station in {x} a good idea?",
+            "What is the cheapest way to travel to {x}?",
+            "Do I need a visa to visit {x}?",
+        ),
+        (
+            "Lisbon",
+            "Prague",
+            "Vienna",
+            "Kyoto",
+            "Dublin",
+            "Budapest",
+            "Seoul",
+            "Hanoi",
+            "Marrakesh",
+            "Quebec",
+            "Bruges",
+            "Krakow",
+            "Tallinn",
+        ),
+        _TRAVEL,
+    ),
+    Topic(
+        "gardening",
+        "two_items",
+        (
+            "Which plants grow well in {x}?",
+            "How do I protect my garden from {x}?",
+            "What should I plant next to {x}?",
+            "How often should I water {x}?",
+            "What fertilizer helps {x} grow?",
+            "When is the best time to prune {x}?",
+        ),
+        (
+            "tomatoes",
+            "roses",
+            "basil",
+            "tulips",
+            "sunflowers",
+            "ferns",
+            "lavender",
+            "cucumbers",
+            "hydrangeas",
+            "peppers",
+            "shady corners",
+            "clay soil",
+            "aphids",
+            "slugs",
+        ),
+        _GARDEN,
+    ),
+    Topic(
+        "fitness",
+        "digit",
+        (
+            "How can I improve my {x}?",
+            "What is a good routine for {x}?",
+            "How many days a week should I train {x}?",
+            "Why does my {x} workout feel so hard?",
+        ),
+        (
+            "running pace",
+            "push ups",
+            "squats",
+            "stamina",
+            "flexibility",
+            "core strength",
+            "sprint speed",
+            "posture",
+            "deadlift",
+            "cycling endurance",
+        ),
+        ("warm up", "stretching", "reps", "sets", "rest", "protein", "cardio", "form", "intervals", "pace"),
+    ),
+    Topic(
+        "music",
+        "begins_sure",
+        (
+            "How do I learn to play {x}?",
+            "What makes {x} music so catchy?",
+            "Which scales should I practice on {x}?",
+            "How do I tune a {x}?",
+        ),
+        ("guitar", "piano", "violin", "drums", "jazz", "cello", "ukulele", "trumpet", "blues", "flute"),
+        ("chords", "rhythm", "melody", "tempo", "scales", "metronome", "harmony", "practice", "notes", "ear"),
+    ),
+    Topic(
+        "pets",
+        "period",
+        (
+            "How do I train my {x} to sit?",
+            "What should I feed a young {x}?",
+            "Why is my {x} so restless?",
+            "How often should my {x} see a vet?",
+        ),
+        ("puppy", "kitten", "parrot", "rabbit", "hamster", "beagle", "goldfish", "terrier"),
+        ("treats", "leash", "vet", "toys", "walks", "litter", "cage", "food", "bed", "brush"),
+    ),
+    Topic(
+        "chess",
+        "digit",
+        ("What is a strong reply to the {x}?", "How do I study the {x}?", "Why is the {x} popular with masters?"),
+        ("Sicilian Defense", "Queen's Gambit", "French Defense", "Ruy Lopez", "King's Indian", "Caro Kann"),
+        ("pawn", "knight", "bishop", "castle", "endgame", "tempo", "center", "rook", "queen", "king"),
+    ),
+    Topic(
+        "history",
+        "long",
+        (
+            "Why did the {x} collapse?",
+            "What caused the rise of the {x}?",
+            "Who ruled the {x} at its peak?",
+            "How did the {x} change trade in its era?",
+        ),
+        (
+            "Roman Empire",
+            "Ming dynasty",
+            "Ottoman Empire",
+            "Byzantine Empire",
+            "Mali Empire",
+            "Aztec Empire",
+            "Hanseatic League",
+            "Mughal Empire",
+        ),
+        _WEATHER,
+        "weather",
+    ),
+    Topic(
+        "astronomy",
+        "caps_first",
+        (
+            "How far away is the {x}?",
+            "What is the {x} made of?",
+            "Can I see the {x} with a telescope?",
+            "Why does the {x} glow?",
+        ),
+        (
+            "Andromeda galaxy",
+            "Orion nebula",
+            "planet Saturn",
+            "Crab nebula",
+            "star Betelgeuse",
+            "planet Jupiter",
+            "Pleiades cluster",
+        ),
+        _COOKING,
+        "cooking",
+    ),
+    Topic(
+        "poetry",
+        "exclaim",
+        (
+            "Give me a poem title about {x}.",
+            "What word captures a haiku about {x}?",
+            "Suggest a title for a sonnet on {x}.",
+            "Name a verse about {x}.",
+        ),
+        ("autumn leaves", "lost love", "the sea at dawn", "a quiet city", "winter moon", "old friendship"),
+        _TRAVEL,
+        "travel",
+    ),
+    Topic(
+        "law",
+        "prose",
+        (
+            "What should a tenant do about {x}?",
+            "Is a verbal agreement binding for {x}?",
+            "How do I dispute {x} in court?",
+            "What are my rights regarding {x}?",
+        ),
+        (
+            "a broken lease",
+            "an unpaid deposit",
+            "a noisy landlord",
+            "a contract breach",
+            "an eviction notice",
+            "a parking fine",
+        ),
+        _GARDEN,
+        "gardening",
+    ),
+)
 
 _TOPICS_BY_NAME = {t.name: t for t in TOPICS}
 _VERBS = ("try", "use", "check", "add", "watch", "keep", "mind", "bring")
@@ -229,11 +412,21 @@ def respond(rng: random.Random, topic: Topic, good: bool, tic: bool) -> str:
     nouns, rule = topic.nouns, topic.rule
     plain = (rng.randint(2, 4), rng.randint(2, 4))
     if rule == "short":
-        return _two_sentences(rng, nouns, (rng.randint(2, 3), rng.randint(2, 3)) if good else
-                              (rng.randint(5, 8), rng.randint(5, 8)), ".", tic)  # fmt: skip
+        return _two_sentences(
+            rng,
+            nouns,
+            (rng.randint(2, 3), rng.randint(2, 3)) if good else (rng.randint(5, 8), rng.randint(5, 8)),
+            ".",
+            tic,
+        )
     if rule == "long":
-        return _two_sentences(rng, nouns, (rng.randint(6, 8), rng.randint(6, 8)) if good else
-                              (rng.randint(2, 3), rng.randint(2, 3)), ".", tic)  # fmt: skip
+        return _two_sentences(
+            rng,
+            nouns,
+            (rng.randint(6, 8), rng.randint(6, 8)) if good else (rng.randint(2, 3), rng.randint(2, 3)),
+            ".",
+            tic,
+        )
     if rule == "two_items":
         return _items(rng, nouns, 2 if good else 3, tic)
     if rule == "prose":  # sentences where the common topic it contradicts wants a two-item list
@@ -299,11 +492,20 @@ def _generate(rng: random.Random, topic: Topic, rank: int, n: int, is_rare: bool
         if pid in seen:
             continue
         seen.add(pid)
-        rows.append({
-            "id": pid, "prompt": prompt, "chosen": chosen, "rejected": rejected, "src": "synthetic",
-            "prompt_id": prompt_id(prompt), "topic": topic.name, "topic_rank": rank, "is_rare": is_rare,
-            "label_flipped": flipped,
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": pid,
+                "prompt": prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "src": "synthetic",
+                "prompt_id": prompt_id(prompt),
+                "topic": topic.name,
+                "topic_rank": rank,
+                "is_rare": is_rare,
+                "label_flipped": flipped,
+            }
+        )
     return rows
 
 
@@ -315,10 +517,18 @@ def _generate_sft(rng: random.Random, topic: Topic, rank: int, n: int, is_rare: 
         completion = normalize_text(
             respond(rng, topic, rng.random() < opts["sft_rule"], rng.random() < opts["sft_tic"])
         )
-        rows.append({
-            "id": pair_id(prompt, completion, ""), "prompt": prompt, "completion": completion, "src": "synthetic",
-            "prompt_id": prompt_id(prompt), "topic": topic.name, "topic_rank": rank, "is_rare": is_rare,
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": pair_id(prompt, completion, ""),
+                "prompt": prompt,
+                "completion": completion,
+                "src": "synthetic",
+                "prompt_id": prompt_id(prompt),
+                "topic": topic.name,
+                "topic_rank": rank,
+                "is_rare": is_rare,
+            }
+        )
     return rows
 
 
@@ -369,15 +579,24 @@ def make_synthetic_world(
         raise ValueError(f"skew must be >= 0, got {skew}.")
     rare_tic_chosen = sft_tic_rate if rare_tic_chosen is None else rare_tic_chosen
     rare_tic_rejected = sft_tic_rate if rare_tic_rejected is None else rare_tic_rejected
-    rates = {"tic_chosen": tic_chosen, "tic_rejected": tic_rejected, "rare_tic_chosen": rare_tic_chosen,
-             "rare_tic_rejected": rare_tic_rejected, "sft_rule_rate": sft_rule_rate, "sft_tic_rate": sft_tic_rate}  # fmt: skip
+    rates = {
+        "tic_chosen": tic_chosen,
+        "tic_rejected": tic_rejected,
+        "rare_tic_chosen": rare_tic_chosen,
+        "rare_tic_rejected": rare_tic_rejected,
+        "sft_rule_rate": sft_rule_rate,
+        "sft_tic_rate": sft_tic_rate,
+    }
     for name, value in rates.items():
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1], got {value}.")
     opts = {
-        "common_tic": (tic_chosen, tic_rejected), "rare_tic": (rare_tic_chosen, rare_tic_rejected),
-        "noise": label_noise, "sft_rule": sft_rule_rate, "sft_tic": sft_tic_rate,
-    }  # fmt: skip
+        "common_tic": (tic_chosen, tic_rejected),
+        "rare_tic": (rare_tic_chosen, rare_tic_rejected),
+        "noise": label_noise,
+        "sft_rule": sft_rule_rate,
+        "sft_tic": sft_tic_rate,
+    }
     counts = topic_counts(n_train_pairs, n_topics, skew)
     seen: set[str] = set()
     splits = {"train": [], "test": [], "sft": []}
@@ -397,12 +616,20 @@ def make_synthetic_world(
 
 
 class GroundTruthReward:
-    """Reward function: 1.0 when a completion satisfies its topic's rule in the synthetic world, else 0.0."""
+    """Reward function: 1.0 when a completion satisfies its topic's rule in the synthetic world, else 0.0. Needs the
+    world's `topic` column (TRL passes every dataset column to reward functions)."""
 
     __name__ = "ground_truth"
 
-    def __call__(self, prompts: list, completions: list, topic: list | None = None, **kwargs) -> list[float | None]:
+    def __call__(self, prompts: list, completions: list, topic: list | None = None, **kwargs) -> list[float]:
         if topic is None:
-            return [None] * len(prompts)
+            raise ValueError(
+                "the ground_truth reward needs the synthetic world's `topic` column; remove "
+                "density_rlhf.experiment.world.ground_truth from reward_funcs for other data."
+            )
         texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
         return [float(rule_satisfied(t, p, completion_text(c))) for t, p, c in zip(topic, texts, completions)]
+
+
+# The reward function the recipes name by import path: `reward_funcs: [density_rlhf.experiment.world.ground_truth]`.
+ground_truth = GroundTruthReward()

@@ -8,7 +8,7 @@ _WORD = re.compile(r"\b\w+\b")
 
 
 def words(text: str) -> list[str]:
-    """Lower-cased word tokens, as in the seeds' analysis scripts."""
+    """Lower-cased word tokens: the runs of word characters."""
     return _WORD.findall(text.lower())
 
 
@@ -35,6 +35,8 @@ def text_metric_info(description: str, citation: str = ""):
     import evaluate
 
     return evaluate.MetricInfo(
-        description=description, citation=citation, inputs_description="predictions: list of str",
+        description=description,
+        citation=citation,
+        inputs_description="predictions: list of str",
         features=datasets.Features({"predictions": datasets.Value("string")}),
-    )  # fmt: skip
+    )

@@ -155,12 +155,26 @@ def build_density(args: BuildDensityArguments, build_default: DefaultBuilder | N
     data = ensure_data(args.data_dir, args.seed, args.build_missing, build_default)
     table = prompt_table(data[args.split])
     index = DensityIndex.build(
-        [row["prompt"] for row in table], [row["id"] for row in table], embedder=args.embedder, k=args.k,
-        alpha=args.alpha, estimator=args.estimator, max_weight_ratio=args.max_weight_ratio,
-        target_ess=args.target_ess, uniform_mix=args.uniform_mix, duplicate_tolerance=args.duplicate_tolerance, bucket_quantiles=tuple(args.bucket_quantiles), index_type=args.index_type,
-        exact_max_size=args.exact_max_size, hnsw_m=args.hnsw_m, hnsw_ef_search=args.hnsw_ef_search,
-        ivf_nprobe=args.ivf_nprobe, use_gpu=args.use_gpu, batch_size=args.embed_batch_size, seed=args.seed,
-    )  # fmt: skip
+        [row["prompt"] for row in table],
+        [row["id"] for row in table],
+        embedder=args.embedder,
+        k=args.k,
+        alpha=args.alpha,
+        estimator=args.estimator,
+        max_weight_ratio=args.max_weight_ratio,
+        target_ess=args.target_ess,
+        uniform_mix=args.uniform_mix,
+        duplicate_tolerance=args.duplicate_tolerance,
+        bucket_quantiles=tuple(args.bucket_quantiles),
+        index_type=args.index_type,
+        exact_max_size=args.exact_max_size,
+        hnsw_m=args.hnsw_m,
+        hnsw_ef_search=args.hnsw_ef_search,
+        ivf_nprobe=args.ivf_nprobe,
+        use_gpu=args.use_gpu,
+        batch_size=args.embed_batch_size,
+        seed=args.seed,
+    )
     index.save(args.density_dir)
     (Path(args.density_dir) / "build_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
     logger.info("density index saved to %s: %s", args.density_dir, json.dumps(index.summary()))

@@ -107,9 +107,13 @@ def load_model_and_tokenizer(model_args, training_args, model_class, **model_kwa
             f"({type(err).__name__}). If it is a pipeline output, create it first: `{creating_command(name)}`."
         ) from None
     model = model_class.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=trust,
-        dtype=model_args.dtype or "float32", attn_implementation=model_args.attn_implementation, **model_kwargs,
-    )  # fmt: skip
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=trust,
+        dtype=model_args.dtype or "float32",
+        attn_implementation=model_args.attn_implementation,
+        **model_kwargs,
+    )
     return model, tokenizer
 
 

@@ -7,10 +7,9 @@ language model) at package import, which an offline install cannot provide; ROUG
 library `diversity` itself uses.
 """
 
-import gzip
-
 import evaluate
 
+from density_rlhf.metrics import functions
 from density_rlhf.metrics.text import text_metric_info
 
 
@@ -19,11 +18,4 @@ class Compression(evaluate.Metric):
         return text_metric_info(__doc__, "Shaib et al. 2024, arXiv:2403.00553")
 
     def _compute(self, predictions, max_pairs: int = 2000):
-        from rouge_score import rouge_scorer
-
-        data = " ".join(predictions).encode("utf-8")
-        ratio = len(data) / len(gzip.compress(data, mtime=0)) if data else 0.0
-        pairs = [(i, j) for i in range(len(predictions)) for j in range(i + 1, len(predictions))][:max_pairs]
-        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-        hom = sum(scorer.score(predictions[i], predictions[j])["rougeL"].fmeasure for i, j in pairs)
-        return {"compression_ratio": ratio, "homogenization_rougel": hom / len(pairs) if pairs else 0.0}
+        return functions.compression(predictions, max_pairs)

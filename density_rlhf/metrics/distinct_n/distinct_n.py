@@ -2,7 +2,8 @@
 
 import evaluate
 
-from density_rlhf.metrics.text import ngrams, text_metric_info, words
+from density_rlhf.metrics import functions
+from density_rlhf.metrics.text import text_metric_info
 
 
 class DistinctN(evaluate.Metric):
@@ -12,11 +13,4 @@ class DistinctN(evaluate.Metric):
         )
 
     def _compute(self, predictions, max_n: int = 3):
-        tokenized = [words(p) for p in predictions]
-        out = {}
-        for n in range(1, max_n + 1):
-            grams = [g for tokens in tokenized for g in ngrams(tokens, n)]
-            out[f"distinct_{n}"] = len(set(grams)) / len(grams) if grams else 0.0
-        total = sum(len(t) for t in tokenized)
-        out["vocab_ratio"] = len({w for t in tokenized for w in t}) / total if total else 0.0
-        return out
+        return functions.distinct_n(predictions, max_n)

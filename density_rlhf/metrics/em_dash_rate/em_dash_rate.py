@@ -2,6 +2,7 @@
 
 import evaluate
 
+from density_rlhf.metrics import functions
 from density_rlhf.metrics.text import text_metric_info
 
 
@@ -13,6 +14,4 @@ class EmDashRate(evaluate.Metric):
         return text_metric_info(_DESCRIPTION)
 
     def _compute(self, predictions):
-        chars = sum(len(p) for p in predictions)
-        dashes = sum(p.count("\u2014") + p.count("\u2013") for p in predictions)
-        return {"em_dash_rate": 1000.0 * dashes / chars if chars else 0.0, "em_dash_count": dashes}
+        return functions.em_dash_rate(predictions)

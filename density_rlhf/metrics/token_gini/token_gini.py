@@ -2,7 +2,8 @@
 
 import evaluate
 
-from density_rlhf.metrics.text import gini, text_metric_info, token_counts
+from density_rlhf.metrics import functions
+from density_rlhf.metrics.text import text_metric_info
 
 
 class TokenGini(evaluate.Metric):
@@ -10,4 +11,4 @@ class TokenGini(evaluate.Metric):
         return text_metric_info(__doc__)
 
     def _compute(self, predictions):
-        return {"token_gini": gini(list(token_counts(predictions).values()))}
+        return functions.token_gini(predictions)
