@@ -60,16 +60,19 @@ def load_reward_funcs(names: list[str] | None) -> list | None:
     for name in names:
         if "." not in name:
             func = None if name.startswith("get_") else getattr(trl.rewards, name, None)  # get_*: factories
+            if not callable(func):
+                raise RecipeError(
+                    f"reward function {name!r} is not a function of trl.rewards; give a dotted import path for "
+                    "your own (my_lib.rewards.func)."
+                )
         else:
             module_name, attr = name.rsplit(".", 1)
             try:
                 func = getattr(importlib.import_module(module_name), attr, None)
             except ImportError as err:
                 raise RecipeError(f"reward function {name!r}: cannot import {module_name!r} ({err}).") from None
-        if not callable(func):
-            raise RecipeError(
-                f"reward function {name!r} is neither a function of trl.rewards nor a callable at that import path."
-            )
+            if not callable(func):
+                raise RecipeError(f"reward function {name!r}: {module_name} has no callable {attr!r}.")
         funcs.append(func)
     return funcs
 

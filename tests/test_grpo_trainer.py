@@ -306,6 +306,7 @@ def test_the_index_is_reweighted_once(pipe, tmp_path, monkeypatch):
     calls = []
     original = DensityIndex.reweighted
     monkeypatch.setattr(DensityIndex, "reweighted", lambda self, **kw: calls.append(kw) or original(self, **kw))
-    trainer = make(pipe, grpo_args(tmp_path, density_index_path=pipe["index"], density_alpha=0.5))
+    args = grpo_args(tmp_path, density_index_path=pipe["index"], density_alpha=0.5, reward_model_path=pipe["rm"])
+    trainer = make(pipe, args)
     assert len(calls) == 1 and trainer.density_index.metadata["alpha"] == 0.5
     assert BUCKET_COLUMN in trainer.train_dataset.column_names

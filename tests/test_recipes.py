@@ -252,9 +252,9 @@ def test_grpo_recipe_loads_reward_funcs_by_name_or_import_path():
     funcs = train_grpo.load_reward_funcs(["density_rlhf.experiment.world.ground_truth", "think_format_reward"])
     assert funcs == [world.ground_truth, trl.rewards.think_format_reward]
     for bad, match in (("density_rlhf.experiment.wrold.ground_truth", "cannot import"),
-                       ("density_rlhf.experiment.world.ground_truht", "not a callable"),
-                       ("get_soft_overlong_punishment", "neither a function of trl.rewards"),
-                       ("no_such_reward", "neither a function of trl.rewards")):  # fmt: skip
+                       ("density_rlhf.experiment.world.ground_truht", "has no callable 'ground_truht'"),
+                       ("get_soft_overlong_punishment", "not a function of trl.rewards"),
+                       ("no_such_reward", "not a function of trl.rewards")):  # fmt: skip
         with pytest.raises(RecipeError, match=match):
             train_grpo.load_reward_funcs([bad])
     with pytest.raises(ValueError, match="needs the synthetic world's `topic` column"):
