@@ -63,7 +63,9 @@ def make_faiss_index(
     else:
         raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}.")
     if _use_gpu(use_gpu) and index_type != "hnsw":  # FAISS has no GPU HNSW; it stays on the CPU
-        index = faiss.index_cpu_to_all_gpus(index)
+        options = faiss.GpuMultipleClonerOptions()
+        options.shard = True  # each visible GPU holds and searches a share of the points
+        index = faiss.index_cpu_to_all_gpus(index, co=options)
     index.add(embeddings)
     return index
 

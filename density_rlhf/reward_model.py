@@ -9,6 +9,21 @@ def completion_text(completion: Any) -> str:
     return completion if isinstance(completion, str) else completion[-1]["content"]
 
 
+def load_reward_model(path: str, *, trust_remote_code: bool = False):
+    """The sequence classifier saved in `path`: a full model, or a LoRA adapter (`adapter_config.json`, as the RM
+    recipe saves with `--use_peft true`) loaded on its base model and merged into it."""
+    from pathlib import Path
+
+    from transformers import AutoModelForSequenceClassification
+
+    if Path(path, "adapter_config.json").exists():
+        from peft import AutoPeftModelForSequenceClassification
+
+        model = AutoPeftModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return model.merge_and_unload()
+    return AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
 class RewardModelScorer:
     """Reward function scoring with a trained sequence-classification reward model.
 
@@ -19,7 +34,7 @@ class RewardModelScorer:
     def __init__(
         self, path: str, *, trust_remote_code: bool = False, batch_size: int = 64, max_length: int | None = None
     ):
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         try:
             config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -34,12 +49,12 @@ class RewardModelScorer:
                 f"reward_model_path {path!r} is not a reward model: architectures {architectures}, num_labels "
                 f"{config.num_labels}; expected a *ForSequenceClassification with num_labels=1."
             )
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, trust_remote_code=trust_remote_code
-        ).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = load_reward_model(path, trust_remote_code=trust_remote_code).eval()
+        if self.model.config.pad_token_id is None:  # the base model of an adapter may not name one
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.batch_size = batch_size
         self.max_length = max_length
         self.device = torch.device("cpu")

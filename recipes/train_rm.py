@@ -16,6 +16,7 @@ from density_rlhf import DensityRewardConfig, DensityRewardTrainer
 from density_rlhf.recipes.embedded import build_default_data
 from density_rlhf.scripts import (
     DensityScriptArguments,
+    RecipeError,
     distributed_run,
     last_checkpoint,
     load_model_and_tokenizer,
@@ -41,13 +42,20 @@ def main(script_args: DensityScriptArguments, training_args: DensityRewardConfig
     )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None and peft_config.task_type != "SEQ_CLS":
+        # A LoRA adapter for a reward model must train and save the score head with it (PEFT's SEQ_CLS task type).
+        if model_args.lora_task_type != "CAUSAL_LM":  # a value the user chose, not TRL's default
+            raise RecipeError(f"lora_task_type {model_args.lora_task_type!r}: a reward model needs SEQ_CLS.")
+        logger.info("LoRA on a reward model: task_type SEQ_CLS (the score head is trained and saved with the adapter)")
+        peft_config.task_type = "SEQ_CLS"
     trainer = DensityRewardTrainer(
         model,
         training_args,
         train_dataset=train,
         eval_dataset=test if training_args.eval_strategy != "no" else None,
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
     )
     return train_and_save(trainer, training_args, script_args, last_checkpoint(training_args))
 

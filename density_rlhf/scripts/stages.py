@@ -147,42 +147,116 @@ def ensure_data(
     return load_from_disk(str(dataset_dir))
 
 
-def build_density(args: BuildDensityArguments, build_default: DefaultBuilder | None = None):
+def _process_state():
+    """accelerate's process state; without CUDA the processes `accelerate launch` starts talk over gloo (as the
+    training recipes' `use_cpu: true` makes them)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def embed_across_processes(prompts: list[str], args: BuildDensityArguments, work_dir: str | Path):
+    """Each process embeds its batches of `density_rlhf.embedding.batch_plan` and logs how many; the main process
+    gathers them in prompt order (through `.npy` files in `work_dir`) and returns them, the others return `None`.
+    One process returns its own embeddings."""
+    import shutil
+
+    import numpy as np
+
+    from ..embedding import embed_shard
+
+    state = _process_state()
+    rank, world = state.process_index, state.num_processes
+    rows, vectors = embed_shard(
+        prompts,
+        args.embedder,
+        rank=rank,
+        world_size=world,
+        batch_size=args.embed_batch_size,
+        device=str(state.device),
+        show_progress=state.is_main_process,
+    )
+    logger.info("embedded %d prompts on rank %d of %d", len(rows), rank, world)
+    if world == 1:
+        return vectors
+    shards = Path(work_dir) / ".embedding_shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    np.save(shards / f"rows_{rank}_of_{world}.npy", rows, allow_pickle=False)
+    np.save(shards / f"embeddings_{rank}_of_{world}.npy", vectors, allow_pickle=False)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    parts = [
+        (np.load(shards / f"rows_{r}_of_{world}.npy"), np.load(shards / f"embeddings_{r}_of_{world}.npy"))
+        for r in range(world)
+    ]
+    dim = max(v.shape[1] for _, v in parts)
+    out = np.empty((len(prompts), dim), dtype=np.float32)
+    seen = np.zeros(len(prompts), dtype=np.int64)
+    for part_rows, part_vectors in parts:
+        out[part_rows] = part_vectors
+        seen[part_rows] += 1
+    shutil.rmtree(shards)
+    if not (seen == 1).all():
+        raise RuntimeError(f"the embedding shards cover {int((seen == 1).sum())} of {len(prompts)} prompts once.")
+    return out
+
+
+def build_density(
+    args: BuildDensityArguments, build_default: DefaultBuilder | None = None, across_processes: bool = True
+):
     """Index the unique prompts of `args.split`, save the index to `args.density_dir` and return it (`build_default`
-    as for `ensure_data`)."""
+    as for `ensure_data`). Under `accelerate launch` (and `across_processes`) every process embeds a share of the
+    prompts; the main process builds, reports and saves the index while the others wait, then load it."""
+
+    from ..embedding import DEFAULT_EMBEDDER
     from ..index import DensityIndex
 
-    data = ensure_data(args.data_dir, args.seed, args.build_missing, build_default)
+    state = _process_state() if across_processes else None
+    main = state is None or state.is_main_process
+    if state is None:
+        data = ensure_data(args.data_dir, args.seed, args.build_missing, build_default)
+    else:
+        with state.main_process_first():  # the main process builds missing default data, the others then load it
+            data = ensure_data(args.data_dir, args.seed, args.build_missing, build_default)
     table = prompt_table(data[args.split])
-    index = DensityIndex.build(
-        [row["prompt"] for row in table],
-        [row["id"] for row in table],
-        embedder=args.embedder,
-        k=args.k,
-        alpha=args.alpha,
-        estimator=args.estimator,
-        max_weight_ratio=args.max_weight_ratio,
-        target_ess=args.target_ess,
-        uniform_mix=args.uniform_mix,
-        duplicate_tolerance=args.duplicate_tolerance,
-        bucket_quantiles=tuple(args.bucket_quantiles),
-        index_type=args.index_type,
-        exact_max_size=args.exact_max_size,
-        hnsw_m=args.hnsw_m,
-        hnsw_ef_search=args.hnsw_ef_search,
-        ivf_nprobe=args.ivf_nprobe,
-        use_gpu=args.use_gpu,
-        batch_size=args.embed_batch_size,
-        seed=args.seed,
-    )
-    index.save(args.density_dir)
-    (Path(args.density_dir) / "build_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
-    logger.info("density index saved to %s: %s", args.density_dir, json.dumps(index.summary()))
-    if args.report:
-        logger.info("weights report: %s", index.report(Path(args.density_dir) / "report"))
-    if args.push_to_hub:
-        logger.info("pushed to %s", index.push_to_hub(args.hub_dataset_id))
-    return index
+    prompts = [row["prompt"] for row in table]
+    embeddings = embed_across_processes(prompts, args, args.density_dir) if state is not None else None
+    index = None
+    if main:
+        index = DensityIndex.build(
+            prompts,
+            [row["id"] for row in table],
+            embedder=args.embedder or (DEFAULT_EMBEDDER if embeddings is not None else None),
+            embeddings=embeddings,
+            k=args.k,
+            alpha=args.alpha,
+            estimator=args.estimator,
+            max_weight_ratio=args.max_weight_ratio,
+            target_ess=args.target_ess,
+            uniform_mix=args.uniform_mix,
+            duplicate_tolerance=args.duplicate_tolerance,
+            bucket_quantiles=tuple(args.bucket_quantiles),
+            index_type=args.index_type,
+            exact_max_size=args.exact_max_size,
+            hnsw_m=args.hnsw_m,
+            hnsw_ef_search=args.hnsw_ef_search,
+            ivf_nprobe=args.ivf_nprobe,
+            use_gpu=args.use_gpu,
+            batch_size=args.embed_batch_size,
+            seed=args.seed,
+        )
+        index.save(args.density_dir)
+        (Path(args.density_dir) / "build_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
+        logger.info("density index saved to %s: %s", args.density_dir, json.dumps(index.summary()))
+        if args.report:
+            logger.info("weights report: %s", index.report(Path(args.density_dir) / "report"))
+        if args.push_to_hub:
+            logger.info("pushed to %s", index.push_to_hub(args.hub_dataset_id))
+    if state is not None:
+        state.wait_for_everyone()
+    return index if index is not None else DensityIndex.load(args.density_dir)
 
 
 def check_index_source(density_dir: str | Path, data_dir: str | Path) -> None:
@@ -254,4 +328,6 @@ def ensure_index_for(training_args, script_args: "DensityScriptArguments") -> No
     with PartialState().main_process_first():  # the other ranks wait, then find the index
         if not (Path(path) / "metadata.json").exists():
             logger.warning("density index %s is missing: building it from %s", path, script_args.data_dir)
-            build_density(BuildDensityArguments(data_dir=script_args.data_dir, density_dir=path))
+            build_density(
+                BuildDensityArguments(data_dir=script_args.data_dir, density_dir=path), across_processes=False
+            )
