@@ -5,8 +5,8 @@
 
 Sections:
 - knn:       exact FAISS vs sklearn NearestNeighbors (brute force) on the same embeddings.
-- approx:    IVF (the `auto` index above `exact_max_size`) and HNSW vs exact FAISS on clustered embeddings:
-             speed-up, recall@k and Spearman correlation of the density weights.
+- approx:    the `auto` index (IVF above `exact_max_size`, searched list by list) and any `--variants` vs exact
+             FAISS on clustered embeddings: speed-up, recall@k, Spearman correlation of the density weights, peak memory.
 - mapping:   `map_prompt_weights` on 3e7 pairs vs a dict-per-pair loop (timed on a slice, per-row rate).
 - embedding: `embed_prompts` vs a raw sentence-transformers `encode` with the same model and batch size.
 """
@@ -98,9 +98,10 @@ def bench_knn(sizes, k=10):
 
 
 def _approx_index(x: np.ndarray, spec: str):
-    """`kind[:nlist=..][:nprobe=..][:niter=..][:per_list=..]`: `ivf` (the library's IVF-Flat), `ivf_flat` (IVF-Flat
-    with these k-means settings), `ivf_hnsw` (IVF-Flat with an HNSW coarse quantizer), `ivf_sq8` (8-bit
-    scalar-quantized lists), `hnsw`."""
+    """`kind[:nlist=..][:nprobe=..][:niter=..][:per_list=..]`: `auto` (what `DensityIndex.build` picks for this N),
+    `ivf` (the library's IVF-Flat), `ivf_flat` (IVF-Flat with these k-means settings), `ivf_hnsw` (IVF-Flat with an
+    HNSW coarse quantizer), `ivf_sq8` (8-bit scalar-quantized lists), `hnsw`. IVF-Flat indexes are searched list by
+    list (`density_rlhf.knn.ivf_self_search`), as the library does."""
     import faiss
 
     from density_rlhf.knn import make_faiss_index
@@ -108,6 +109,8 @@ def _approx_index(x: np.ndarray, spec: str):
     kind, *opts = spec.split(":")
     opts = {key: int(value) for key, value in (o.split("=") for o in opts)}
     n, d = x.shape
+    if kind == "auto":
+        return make_faiss_index(x)
     if kind in ("ivf", "hnsw"):
         kwargs = {"ivf_nlist": opts.get("nlist"), "ivf_nprobe": opts.get("nprobe", 10)} if kind == "ivf" else {}
         return make_faiss_index(x, index_type=kind, **kwargs)
@@ -238,7 +241,7 @@ def main():
     parser.add_argument("--sections", nargs="+", default=["knn", "approx", "mapping", "embedding"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000])
     parser.add_argument("--approx-sizes", nargs="+", type=int, default=[100_000, 1_000_000])
-    parser.add_argument("--variants", nargs="+", default=["ivf", "hnsw"], help="approximate indexes to compare")
+    parser.add_argument("--variants", nargs="+", default=["auto"], help="approximate indexes to compare")
     parser.add_argument("--pairs", type=int, default=30_000_000)
     args = parser.parse_args()
     if "knn" in args.sections:

@@ -70,18 +70,67 @@ def make_faiss_index(
     return index
 
 
+def _ivf_flat(index):
+    """`index` as a CPU `IndexIVFFlat`, or `None` for any other kind of index."""
+    import faiss
+
+    index = faiss.downcast_index(index)
+    return index if isinstance(index, faiss.IndexIVFFlat) else None
+
+
+def ivf_self_search(index, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k + 1 nearest indexed points of every indexed point of an IVF-Flat `index` (row i of `embeddings` is id
+    i), as squared distances and ids, both (N, k + 1): the hits of `index.search` at the same `nprobe`, computed list
+    by list instead of query by query.
+
+    Each query probes its `nprobe` nearest lists, as in `index.search`. The queries that probe one list are searched
+    against that list's members at once, a matrix product (BLAS) rather than one scan per query, and each query keeps
+    its best k + 1 over its lists. The list members are the assignments FAISS made at `add`.
+    """
+    import faiss
+
+    n, kk = embeddings.shape[0], k + 1
+    _, probes = index.quantizer.search(embeddings, index.nprobe)  # (N, nprobe) lists per query, -1 when short
+    flat = probes.ravel()
+    order = np.argsort(flat, kind="stable")
+    starts = np.searchsorted(flat[order], np.arange(index.nlist + 1))
+    queries = (order // index.nprobe).astype(np.int64)
+    invlists = index.invlists
+    best_d = np.full((n, kk), np.inf, dtype=np.float32)
+    best_i = np.full((n, kk), -1, dtype=np.int64)
+    for lst in range(index.nlist):
+        size = invlists.list_size(lst)
+        probing = queries[starts[lst] : starts[lst + 1]]
+        if size == 0 or probing.size == 0:
+            continue
+        members = faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy()
+        d2, hits = faiss.knn(embeddings[probing], embeddings[members], min(kk, size))
+        merged_d = np.concatenate([best_d[probing], d2], axis=1)
+        merged_i = np.concatenate([best_i[probing], members[hits]], axis=1)
+        keep = np.argpartition(merged_d, kk - 1, axis=1)[:, :kk]
+        best_d[probing] = np.take_along_axis(merged_d, keep, axis=1)
+        best_i[probing] = np.take_along_axis(merged_i, keep, axis=1)
+    ranked = np.argsort(best_d, axis=1, kind="stable")
+    return np.take_along_axis(best_d, ranked, axis=1), np.take_along_axis(best_i, ranked, axis=1)
+
+
 def knn_search(index, embeddings: np.ndarray, k: int, batch_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
-    """k nearest neighbours of every row of `embeddings` in `index`, excluding the row itself.
+    """k nearest neighbours of every row of `embeddings` in `index`, excluding the row itself (row i is the indexed
+    point with id i). An IVF-Flat index on the CPU is searched list by list (`ivf_self_search`).
 
     Returns Euclidean distances and indices, both (N, k), sorted by distance.
     """
     n = embeddings.shape[0]
-    dist_parts, idx_parts = [], []
-    for start in range(0, n, batch_size):
-        d2, idx = index.search(embeddings[start : start + batch_size], k + 1)
-        dist_parts.append(d2)
-        idx_parts.append(idx)
-    d2, idx = np.concatenate(dist_parts), np.concatenate(idx_parts)
+    ivf = _ivf_flat(index)
+    if ivf is not None and ivf.ntotal == n:
+        d2, idx = ivf_self_search(ivf, embeddings, k)
+    else:
+        dist_parts, idx_parts = [], []
+        for start in range(0, n, batch_size):
+            d2, idx = index.search(embeddings[start : start + batch_size], k + 1)
+            dist_parts.append(d2)
+            idx_parts.append(idx)
+        d2, idx = np.concatenate(dist_parts), np.concatenate(idx_parts)
     short = np.flatnonzero((idx < 0).any(axis=1))
     if short.size:  # an approximate index found fewer than k + 1 hits for these rows: search them exactly
         import faiss
