@@ -101,18 +101,19 @@ def _approx_index(x: np.ndarray, spec: str):
     """`kind[:nlist=..][:nprobe=..][:niter=..][:per_list=..]`: `auto` (what `DensityIndex.build` picks for this N),
     `ivf` (the library's IVF-Flat), `ivf_flat` (IVF-Flat with these k-means settings), `ivf_hnsw` (IVF-Flat with an
     HNSW coarse quantizer), `ivf_sq8` (8-bit scalar-quantized lists), `hnsw`. IVF-Flat indexes are searched list by
-    list (`density_rlhf.knn.ivf_self_search`), as the library does."""
+    list (`density_rlhf.knn.ivf_self_search`), as the library does; `:scan=query` searches query by query
+    (`index.search`) instead."""
     import faiss
 
     from density_rlhf.knn import make_faiss_index
 
     kind, *opts = spec.split(":")
-    opts = {key: int(value) for key, value in (o.split("=") for o in opts)}
+    opts = {key: int(value) for key, value in (o.split("=") for o in opts) if key != "scan"}
     n, d = x.shape
     if kind == "auto":
         return make_faiss_index(x)
     if kind in ("ivf", "hnsw"):
-        kwargs = {"ivf_nlist": opts.get("nlist"), "ivf_nprobe": opts.get("nprobe", 10)} if kind == "ivf" else {}
+        kwargs = {"ivf_nlist": opts.get("nlist"), "ivf_nprobe": opts.get("nprobe")} if kind == "ivf" else {}
         return make_faiss_index(x, index_type=kind, **kwargs)
     nlist = opts.get("nlist") or int(2 ** round(np.log2(3.2 * np.sqrt(n))))
     if kind == "ivf_hnsw":
@@ -165,7 +166,10 @@ def bench_approx(sizes, k=10, variants=("ivf",), sample_queries=2000, full_exact
         for spec in variants:
             with timed(r, spec):
                 index = _approx_index(x, spec)
-                d_all, i_all = knn_search(index, x, k)
+                if ":scan=query" in spec:  # query by query (index.search), the former IVF path, for comparison
+                    d_all, i_all = drop_self_matches(*index.search(x, k + 1), np.arange(n))
+                else:
+                    d_all, i_all = knn_search(index, x, k)
             del index
             d_approx, i_approx = d_all[rows], i_all[rows]
             recall = np.mean((i_approx[:, :, None] == i_exact[:, None, :]).any(-1))

@@ -105,7 +105,7 @@ class DensityIndex:
         hnsw_ef_construction: int = 80,
         hnsw_ef_search: int = 96,
         ivf_nlist: int | None = None,
-        ivf_nprobe: int = 10,
+        ivf_nprobe: int | None = None,
         use_gpu: bool | None = None,
         batch_size: int = 64,
         device: str | None = None,

@@ -22,6 +22,12 @@ def _use_gpu(use_gpu: bool | None) -> bool:
     return available if use_gpu is None else use_gpu
 
 
+def default_nprobe(n: int) -> int:
+    """IVF lists probed per query for `n` points: 10 up to 10^5, then 10 (n / 10^5)^0.3 (20 at 10^6), which kept
+    recall@10 >= 0.9 at 10^5 and 10^6 on the benchmark's clustered 384-d embeddings (benchmarks/README.md)."""
+    return max(10, round(10 * (n / 1e5) ** 0.3))
+
+
 def make_faiss_index(
     embeddings: np.ndarray,
     *,
@@ -31,14 +37,14 @@ def make_faiss_index(
     hnsw_ef_construction: int = 80,
     hnsw_ef_search: int = 96,
     ivf_nlist: int | None = None,
-    ivf_nprobe: int = 10,
+    ivf_nprobe: int | None = None,
     use_gpu: bool | None = None,
     seed: int = 0,
 ):
     """Build a FAISS L2 index over `embeddings`: exact (flat) up to `exact_max_size` rows, IVF above (`auto`).
 
-    IVF beat HNSW on clustered 384-d embeddings at N = 1e5 (benchmarks/README.md): with nlist = 1024 and nprobe = 10
-    it is 5x faster than exact at recall@10 0.92 and weight Spearman 0.998, where HNSW needed recall 0.83 for 5x.
+    IVF beat HNSW on clustered 384-d embeddings (benchmarks/README.md): about 3.2 sqrt(N) lists and `default_nprobe`
+    probes, searched list by list (`ivf_self_search`), keep recall@10 >= 0.9 at N = 10^5 and 10^6.
     """
     import faiss
 
@@ -59,7 +65,7 @@ def make_faiss_index(
         # k-means on a seeded sample of 40 points per list: as good a partition, a fraction of the training time
         sample = np.random.default_rng(seed).permutation(n)[: 40 * nlist]
         index.train(embeddings[np.sort(sample)])
-        index.nprobe = ivf_nprobe
+        index.nprobe = ivf_nprobe or default_nprobe(n)
     else:
         raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}.")
     if _use_gpu(use_gpu) and index_type != "hnsw":  # FAISS has no GPU HNSW; it stays on the CPU

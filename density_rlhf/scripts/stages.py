@@ -65,8 +65,10 @@ class BuildDensityArguments:
             `auto`, `flat`, `hnsw` or `ivf`.
         exact_max_size (`int`, *optional*, defaults to `50000`):
             `auto` uses the exact index up to this many prompts.
-        hnsw_m / hnsw_ef_search / ivf_nprobe (`int`, *optional*):
-            Approximate index parameters.
+        hnsw_m / hnsw_ef_search (`int`, *optional*):
+            HNSW parameters.
+        ivf_nprobe (`int` or `None`, *optional*):
+            IVF lists probed per query; `None` chooses by the number of prompts (`density_rlhf.knn.default_nprobe`).
         use_gpu (`bool` or `None`, *optional*):
             Use faiss-gpu; `None` uses it when GPUs are visible.
         embed_batch_size (`int`, *optional*, defaults to `64`):
@@ -108,7 +110,9 @@ class BuildDensityArguments:
     exact_max_size: int = field(default=50_000, metadata={"help": "`auto` is exact up to this many prompts."})
     hnsw_m: int = field(default=32, metadata={"help": "HNSW graph degree."})
     hnsw_ef_search: int = field(default=96, metadata={"help": "HNSW search breadth."})
-    ivf_nprobe: int = field(default=10, metadata={"help": "IVF lists probed per query."})
+    ivf_nprobe: int | None = field(
+        default=None, metadata={"help": "IVF lists probed per query (default: by the number of prompts)."}
+    )
     use_gpu: bool | None = field(default=None, metadata={"help": "Use faiss-gpu (default: when GPUs are visible)."})
     embed_batch_size: int = field(default=64, metadata={"help": "Embedding batch size."})
     seed: int = field(default=0, metadata={"help": "Seed of the IVF clustering."})
