@@ -6,17 +6,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from datasets import DatasetDict, load_from_disk
 
 from ..data.prompts import prompt_table
 from ..estimators import DEFAULT_DUPLICATE_TOLERANCE, DEFAULT_MAX_WEIGHT_RATIO, DEFAULT_TARGET_ESS
 from .recipe import MissingInputError, RecipeError
-
-
-if TYPE_CHECKING:
-    from .train import DensityScriptArguments
 
 
 logger = logging.getLogger(__name__)
@@ -311,8 +306,9 @@ def density_report(args: DensityReportArguments) -> Path:
     return index.report(args.output_dir or Path(args.density_dir) / "report", args.n_examples)
 
 
-def ensure_index_for(training_args, script_args: "DensityScriptArguments") -> None:
-    """Build the density index at `training_args.density_index_path` when it is missing (first run on a clone)."""
+def ensure_index_for(training_args, script_args) -> None:
+    """Build the density index at `training_args.density_index_path` when it is missing (first run on a clone);
+    `script_args` are the recipe's `DensityScriptArguments` (`data_dir`, `dataset_name`, `build_missing`)."""
     path = getattr(training_args, "density_index_path", None)
     if not path:
         return
