@@ -22,6 +22,8 @@ _FILES = {
     "knn_distances": "knn_distances.npy",
     "knn_indices": "knn_indices.npy",
     "duplicate_of": "duplicate_of.npy",
+    "cluster_labels": "cluster_labels.npy",
+    "cluster_centroids": "cluster_centroids.npy",
     "prompt_ids": "prompt_ids.json",
     "prompts": "prompts.json",
     "index": "index.faiss",
@@ -56,6 +58,8 @@ def save_index(self: "DensityIndex", directory: str | Path) -> Path:
             "knn_indices": self.knn_indices,
             "duplicate_of": self.duplicate_of,
         }
+        if self.cluster_labels is not None:
+            arrays.update(cluster_labels=self.cluster_labels, cluster_centroids=self.cluster_centroids)
         for key, array in arrays.items():
             np.save(tmp / _FILES[key], np.ascontiguousarray(array), allow_pickle=False)
         (tmp / _FILES["prompt_ids"]).write_text(json.dumps(self.prompt_ids))
@@ -116,7 +120,14 @@ def load_index(
     metadata.pop("metadata_sha256", None)
     arrays = {
         key: np.load(directory / _FILES[key], allow_pickle=False)
-        for key in ("embeddings", "knn_distances", "knn_indices", "duplicate_of")
+        for key in (
+            "embeddings",
+            "knn_distances",
+            "knn_indices",
+            "duplicate_of",
+            "cluster_labels",
+            "cluster_centroids",
+        )
         if (directory / _FILES[key]).exists()
     }
     if "duplicate_of" not in arrays:
@@ -140,6 +151,8 @@ def load_index(
         faiss_index,
         duplicate_of=arrays["duplicate_of"],
         prompts=prompts,
+        cluster_labels=arrays.get("cluster_labels"),
+        cluster_centroids=arrays.get("cluster_centroids"),
     )
     index.check_compatible(embedder=embedder, dim=dim, prompt_ids=prompt_ids)
     return index

@@ -12,6 +12,12 @@ more. Three estimators, all monotone in the neighbourhood radius and all compute
 - `"mean_distance"`: log p_i = -log(mean_j r_ij), i.e. d = 1 with all k distances averaged. Much flatter weights.
 - `"kth_distance"`: log p_i = -log r_ik (the kNN estimator with d = 1).
 
+and one that needs no neighbours:
+
+- `"cluster"`: log p_i = log n_c, the number of prompts in i's cluster (spherical k-means or groups the caller
+  names, `density_rlhf.clusters`). At alpha = 1 every cluster then carries the same total mass: cluster balancing,
+  the usual alternative to a kNN density.
+
 Duplicates
 ----------
 Real prompt sets repeat themselves: the same opening request in many dialogues, case variants that an uncased
@@ -46,7 +52,8 @@ bounds moved and which bound is active.
 import numpy as np
 
 
-ESTIMATORS = ("intrinsic", "mean_distance", "kth_distance")
+KNN_ESTIMATORS = ("intrinsic", "mean_distance", "kth_distance")
+ESTIMATORS = (*KNN_ESTIMATORS, "cluster")
 # Euclidean on unit vectors, i.e. cosine above 0.9999995: exact copies and case variants of a prompt under MiniLM
 # (distance 0 measured) fall inside, the closest distinct HH-RLHF prompts (0.35) far outside. Larger values chain dense
 # clouds of distinct points into one group (3,000 points on a small plane merge entirely at 0.01).
@@ -106,17 +113,24 @@ def log_density(
     *,
     multiplicity: np.ndarray | None = None,
     intrinsic_dim: float | None = None,
+    cluster_labels: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Log density (up to a constant) of each point from its distinct-neighbour distances; see the module docstring.
+    """Log density (up to a constant) of each point from its distinct-neighbour distances, or for `cluster` from its
+    cluster's size; see the module docstring.
 
     Args:
         knn_distances: (N, k) distances to the k nearest distinct points, all > 0.
-        estimator: `intrinsic`, `mean_distance` or `kth_distance`.
-        multiplicity: members of each point's duplicate group (default 1); adds log m.
+        estimator: `intrinsic`, `mean_distance`, `kth_distance` or `cluster`.
+        multiplicity: members of each point's duplicate group (default 1); adds log m (kNN estimators).
         intrinsic_dim: d_hat for `intrinsic`; estimated from `knn_distances` when `None`.
+        cluster_labels: (N,) cluster of every point, duplicates included; needed by `cluster`.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+    if estimator == "cluster":
+        if cluster_labels is None:
+            raise ValueError("the cluster estimator needs cluster_labels (DensityIndex.build computes them).")
+        return cluster_log_density(cluster_labels)
     r = _check_distances(knn_distances)
     if estimator == "mean_distance":
         log_p = -np.log(r.mean(axis=1))
@@ -128,6 +142,14 @@ def log_density(
     if multiplicity is not None:
         log_p = log_p + np.log(np.asarray(multiplicity, dtype=np.float64))
     return log_p
+
+
+def cluster_log_density(cluster_labels: np.ndarray) -> np.ndarray:
+    """log of the number of points in each point's cluster (`cluster_labels` holds every point, copies included)."""
+    labels = np.asarray(cluster_labels)
+    if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer) or (labels < 0).any():
+        raise ValueError("cluster_labels must be a non-empty 1-d array of integers >= 0, one per point.")
+    return np.log(np.bincount(labels)[labels].astype(np.float64))
 
 
 def raw_log_weights(log_p: np.ndarray, alpha: float) -> np.ndarray:

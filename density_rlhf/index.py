@@ -16,6 +16,7 @@ import numpy as np
 
 from . import __version__
 from .artifact import index_card, load_index, push_index_to_hub, save_index
+from .clusters import centroids_of, default_n_clusters, kmeans, labels_from_values, nearest_centroid
 from .embedding import DEFAULT_EMBEDDER, embed_prompts
 from .estimators import (
     BUCKETS,
@@ -46,7 +47,8 @@ class DensityIndex:
     Build one with `DensityIndex.build(...)` or load one with `DensityIndex.load(dir)`. `prompt_ids`, `weights`,
     `log_density`, `buckets`, `duplicate_of` and `multiplicity` are aligned: entry i describes prompt `prompt_ids[i]`.
     Near-identical prompts form duplicate groups (`duplicate_of[i]` is the group's first row); the FAISS index holds
-    one point per group (see `density_rlhf.estimators`).
+    one point per group (see `density_rlhf.estimators`). `cluster_labels` (with `cluster_centroids`) holds each
+    prompt's cluster once the `cluster` estimator has been built or asked for, else `None`.
     """
 
     def __init__(
@@ -59,6 +61,8 @@ class DensityIndex:
         faiss_index=None,
         duplicate_of: np.ndarray | None = None,
         prompts: list[str] | None = None,
+        cluster_labels: np.ndarray | None = None,
+        cluster_centroids: np.ndarray | None = None,
     ):
         self.prompt_ids = list(prompt_ids)
         self.embeddings = embeddings
@@ -73,6 +77,16 @@ class DensityIndex:
             raise ValueError("duplicate_of must give each prompt the first row of its group (<= its own row).")
         self.multiplicity = np.bincount(self.duplicate_of, minlength=n)[self.duplicate_of]
         self.distinct_rows = np.flatnonzero(self.duplicate_of == np.arange(n))  # FAISS id j is prompt distinct_rows[j]
+        if (cluster_labels is None) != (cluster_centroids is None):
+            raise ValueError("cluster_labels and cluster_centroids come together: pass both or neither.")
+        self.cluster_labels = None if cluster_labels is None else np.asarray(cluster_labels, dtype=np.int64)
+        self.cluster_centroids = cluster_centroids
+        if self.cluster_labels is not None and (
+            self.cluster_labels.shape != (n,)
+            or (self.cluster_labels < 0).any()
+            or self.cluster_labels.max() >= len(cluster_centroids)
+        ):
+            raise ValueError(f"cluster_labels must give each of the {n} prompts a centroid row.")
         metadata.setdefault("target_ess", None)  # indexes saved before the ESS bound existed have none
         self.reweight(
             alpha=metadata["alpha"],
@@ -106,6 +120,8 @@ class DensityIndex:
         hnsw_ef_search: int = 96,
         ivf_nlist: int | None = None,
         ivf_nprobe: int | None = None,
+        n_clusters: int | None = None,
+        cluster_labels: Sequence | None = None,
         use_gpu: bool | None = None,
         batch_size: int = 64,
         device: str | None = None,
@@ -122,7 +138,8 @@ class DensityIndex:
             embeddings: precomputed (N, d) embeddings; they are L2-normalized here.
             k: distinct neighbours per prompt (self and its duplicates excluded); must be < the distinct prompts.
             alpha: weights ∝ density^-alpha (0 uniform, 1 inverse density).
-            estimator: `intrinsic`, `mean_distance` or `kth_distance` (see `density_rlhf.estimators`).
+            estimator: `intrinsic`, `mean_distance`, `kth_distance` (kNN) or `cluster` (cluster size; see
+                `density_rlhf.estimators`).
             max_weight_ratio: max/min <= this (default 1000), by tempering alpha; `None` for no bound.
             target_ess: ESS >= this fraction of N (default 0.3), by capping the heaviest weights; `None` for no
                 bound. With both bounds `None` the weights are the raw density^-alpha.
@@ -130,6 +147,9 @@ class DensityIndex:
             duplicate_tolerance: embeddings closer than this (Euclidean, unit vectors) are one duplicate group.
             bucket_quantiles: density quantiles splitting `rare` / `mid` / `common`.
             index_type: `auto` (flat up to `exact_max_size`, IVF above), `flat`, `hnsw` or `ivf`.
+            n_clusters: k-means clusters for the `cluster` estimator (default `density_rlhf.clusters.
+                default_n_clusters`, round(sqrt(distinct prompts))); giving it also clusters under a kNN estimator.
+            cluster_labels: a group per prompt (any hashable, e.g. a topic) used as the clusters instead of k-means.
             use_gpu: `None` uses faiss-gpu when GPUs are visible.
         """
         prompt_ids = list(prompt_ids)
@@ -158,6 +178,14 @@ class DensityIndex:
         n = len(prompt_ids)
         if not 1 <= k < n:
             raise ValueError(f"k={k} must be between 1 and the number of prompts minus one ({n - 1}).")
+        if cluster_labels is not None:
+            cluster_labels = list(cluster_labels)
+            if len(cluster_labels) != n:
+                raise ValueError(f"{len(cluster_labels)} cluster_labels for {n} prompts: pass one per prompt.")
+            if n_clusters is not None:
+                raise ValueError("pass n_clusters (k-means) or cluster_labels (given groups), not both.")
+        if n_clusters is not None and (isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral)):
+            raise ValueError(f"n_clusters must be an integer >= 2, got {n_clusters!r}.")
         if not np.isfinite(duplicate_tolerance) or duplicate_tolerance < 0:
             raise ValueError(f"duplicate_tolerance must be a finite number >= 0, got {duplicate_tolerance}.")
         _weighting(alpha, estimator, *normalize_bounds(max_weight_ratio, target_ess), uniform_mix, bucket_quantiles)
@@ -188,6 +216,13 @@ class DensityIndex:
             index = make_faiss_index(embeddings[distinct], **index_kwargs)
         distances, neighbours = knn_search(index, embeddings[distinct], k)
         group = np.searchsorted(distinct, duplicate_of)  # row -> its group's position among the distinct rows
+        clusters, cluster_meta = None, {}
+        if cluster_labels is not None:
+            labels, names = labels_from_values(cluster_labels)
+            clusters = (labels, centroids_of(embeddings, labels, len(names)))
+            cluster_meta = {"n_clusters": len(names), "cluster_source": "labels", "cluster_names": names}
+        elif estimator == "cluster" or n_clusters is not None:
+            clusters, cluster_meta = _kmeans_clusters(embeddings, distinct, group, n_clusters, seed, use_gpu)
         metadata = {
             "embedder": embedder_name,
             "dim": int(embeddings.shape[1]),
@@ -203,6 +238,8 @@ class DensityIndex:
             "n": n,
             "n_distinct": int(len(distinct)),
             "library_version": __version__,
+            "seed": seed,
+            **cluster_meta,
         }
         return cls(
             prompt_ids,
@@ -213,6 +250,8 @@ class DensityIndex:
             faiss_index=index,
             duplicate_of=duplicate_of,
             prompts=prompts,
+            cluster_labels=None if clusters is None else clusters[0],
+            cluster_centroids=None if clusters is None else clusters[1],
         )
 
     def reweight(
@@ -229,7 +268,8 @@ class DensityIndex:
 
         `None` keeps the current value; `max_weight_ratio=inf` or `target_ess=0` lifts that bound. Every argument is
         validated before anything changes, so a `ValueError` leaves the index as it was. Use `reweighted` for a
-        copy.
+        copy. `estimator="cluster"` on an index without clusters runs k-means first (`n_clusters` of `build`'s
+        default, the index's seed).
         """
         meta = self.metadata
         alpha = meta["alpha"] if alpha is None else alpha
@@ -242,7 +282,19 @@ class DensityIndex:
         quantiles = tuple(meta["bucket_quantiles"] if bucket_quantiles is None else bucket_quantiles)
         _weighting(alpha, estimator, max_weight_ratio, target_ess, uniform_mix, quantiles)
         d_hat = intrinsic_dimension(self.knn_distances[self.distinct_rows]) if estimator == "intrinsic" else None
-        log_p = log_density(self.knn_distances, estimator, multiplicity=self.multiplicity, intrinsic_dim=d_hat)
+        clusters, cluster_meta = (self.cluster_labels, self.cluster_centroids), {}
+        if estimator == "cluster" and self.cluster_labels is None:
+            group = np.searchsorted(self.distinct_rows, self.duplicate_of)
+            clusters, cluster_meta = _kmeans_clusters(
+                self.embeddings, self.distinct_rows, group, None, meta.get("seed", 0), None
+            )
+        log_p = log_density(
+            self.knn_distances,
+            estimator,
+            multiplicity=self.multiplicity,
+            intrinsic_dim=d_hat,
+            cluster_labels=clusters[0],
+        )
         weights, stats = bounded_weights(
             log_p, alpha, max_weight_ratio=max_weight_ratio, target_ess=target_ess, uniform_mix=uniform_mix
         )
@@ -261,6 +313,8 @@ class DensityIndex:
         meta.pop("intrinsic_dim", None)
         if d_hat is not None:  # estimated once per distinct point, not once per copy
             meta["intrinsic_dim"] = d_hat
+        meta.update(cluster_meta)
+        self.cluster_labels, self.cluster_centroids = clusters
         self.log_density, self.weights, self.bound_stats, self.buckets = log_p, weights, stats, buckets
         return self
 
@@ -280,7 +334,8 @@ class DensityIndex:
 
         The new prompts are embedded with the index's embedder, their k nearest distinct indexed prompts are searched
         and the index's estimator and bucket thresholds are applied, so buckets mean the same thing on every split. A
-        prompt within `duplicate_tolerance` of an indexed one takes that prompt's density.
+        prompt within `duplicate_tolerance` of an indexed one takes that prompt's density. Under the `cluster`
+        estimator a new prompt joins its nearest centroid's cluster and takes that cluster's density.
         """
         if self.faiss_index is None:
             raise ValueError("this index was loaded with load_faiss=False; reload it with the FAISS index to query.")
@@ -300,7 +355,10 @@ class DensityIndex:
         known = distances[:, 0] <= self.metadata.get("duplicate_tolerance", 0.0)
         log_p = np.empty(len(embeddings))
         log_p[known] = self.log_density[self.distinct_rows[hits[known, 0]]]
-        if (~known).any():
+        if (~known).any() and self.metadata["estimator"] == "cluster":
+            sizes = np.bincount(self.cluster_labels, minlength=len(self.cluster_centroids))
+            log_p[~known] = np.log(sizes[nearest_centroid(embeddings[~known], self.cluster_centroids)])
+        elif (~known).any():
             log_p[~known] = log_density(
                 distances[~known], self.metadata["estimator"], intrinsic_dim=self.metadata.get("intrinsic_dim")
             )
@@ -358,6 +416,7 @@ class DensityIndex:
             "bound_mass_moved": b["mass_moved"],
             "distinct": len(self.distinct_rows),
             "duplicate_groups": int((np.bincount(self.duplicate_of) > 1).sum()),
+            "n_clusters": None if self.cluster_centroids is None else len(self.cluster_centroids),
             "buckets": {b: self.buckets.count(b) for b in BUCKETS},
         }
 
@@ -403,6 +462,20 @@ class DensityIndex:
 
     def model_card(self, repo_id: str) -> str:
         return index_card(self, repo_id)
+
+
+def _kmeans_clusters(
+    embeddings: np.ndarray,
+    distinct: np.ndarray,
+    group: np.ndarray,
+    n_clusters: int | None,
+    seed: int,
+    use_gpu: bool | None,
+) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """k-means over the distinct prompts (a duplicate group is one point); every copy takes its group's cluster."""
+    n_clusters = default_n_clusters(len(distinct)) if n_clusters is None else n_clusters
+    labels, centroids = kmeans(embeddings[distinct], n_clusters, seed=seed, use_gpu=use_gpu)
+    return (labels[group], centroids), {"n_clusters": n_clusters, "cluster_source": "kmeans"}
 
 
 def _weighting(

@@ -43,7 +43,13 @@ class BuildDensityArguments:
         alpha (`float`, *optional*, defaults to `1.0`):
             Weights ∝ density^-alpha.
         estimator (`str`, *optional*, defaults to `"intrinsic"`):
-            `intrinsic`, `mean_distance` or `kth_distance` (see `density_rlhf.index`).
+            `intrinsic`, `mean_distance`, `kth_distance` (kNN) or `cluster` (weights ∝ cluster size^-alpha; see
+            `density_rlhf.estimators`).
+        n_clusters (`int` or `None`, *optional*):
+            k-means clusters for the `cluster` estimator; `None` takes round(sqrt(distinct prompts)).
+        cluster_column (`str` or `None`, *optional*):
+            Use this column of the split (e.g. a topic or category) as the clusters instead of k-means; a prompt takes
+            the value of its first row.
         max_weight_ratio (`float` or `None`, *optional*, defaults to `1000.0`):
             Bound on max/min weight, met by tempering alpha (`null`: no bound).
         target_ess (`float` or `None`, *optional*, defaults to `0.3`):
@@ -85,7 +91,15 @@ class BuildDensityArguments:
     embedder: str | None = field(default=None, metadata={"help": "sentence-transformers model name or path."})
     k: int = field(default=10, metadata={"help": "Neighbours per prompt."})
     alpha: float = field(default=1.0, metadata={"help": "Weights are proportional to density^-alpha."})
-    estimator: str = field(default="intrinsic", metadata={"help": "intrinsic, mean_distance or kth_distance."})
+    estimator: str = field(
+        default="intrinsic", metadata={"help": "intrinsic, mean_distance, kth_distance (kNN) or cluster."}
+    )
+    n_clusters: int | None = field(
+        default=None, metadata={"help": "k-means clusters for the cluster estimator (default: sqrt of the prompts)."}
+    )
+    cluster_column: str | None = field(
+        default=None, metadata={"help": "Column used as the clusters instead of k-means (e.g. a topic)."}
+    )
     max_weight_ratio: float | None = field(
         default=DEFAULT_MAX_WEIGHT_RATIO,
         metadata={"help": "Bound on max/min weight, met by tempering alpha (null: no bound)."},
@@ -118,6 +132,8 @@ class BuildDensityArguments:
     def __post_init__(self):
         if len(self.bucket_quantiles) != 2:
             raise ValueError(f"bucket_quantiles needs two values (low, high), got {self.bucket_quantiles}.")
+        if self.n_clusters is not None and self.cluster_column is not None:
+            raise ValueError("set n_clusters (k-means) or cluster_column (given groups), not both.")
         if self.push_to_hub and not self.hub_dataset_id:
             raise ValueError("push_to_hub=True needs hub_dataset_id, e.g. `--hub_dataset_id user/density-index`.")
 
@@ -221,6 +237,7 @@ def build_density(
             data = ensure_data(args.data_dir, args.seed, args.build_missing, build_default)
     table = prompt_table(data[args.split])
     prompts = [row["prompt"] for row in table]
+    cluster_labels = prompt_column(data[args.split], args.cluster_column, table) if args.cluster_column else None
     embeddings = embed_across_processes(prompts, args, args.density_dir) if state is not None else None
     index = None
     if main:
@@ -242,6 +259,8 @@ def build_density(
             hnsw_m=args.hnsw_m,
             hnsw_ef_search=args.hnsw_ef_search,
             ivf_nprobe=args.ivf_nprobe,
+            n_clusters=args.n_clusters,
+            cluster_labels=cluster_labels,
             use_gpu=args.use_gpu,
             batch_size=args.embed_batch_size,
             seed=args.seed,
@@ -256,6 +275,25 @@ def build_density(
     if state is not None:
         state.wait_for_everyone()
     return index if index is not None else DensityIndex.load(args.density_dir)
+
+
+def prompt_column(split, column: str, table: list[dict]) -> list:
+    """The value of `column` for each prompt of `table` (its first row's); prompts whose rows disagree are counted
+    and logged."""
+    if column not in split.column_names:
+        raise RecipeError(f"cluster_column {column!r} is not a column of the split; it has {split.column_names}.")
+    first, conflicting = {}, set()
+    for pid, value in zip(split["prompt_id"], split[column]):
+        if first.setdefault(pid, value) != value:
+            conflicting.add(pid)
+    if conflicting:
+        logger.warning(
+            "%d of %d prompts have rows with different %r values; each takes its first row's",
+            len(conflicting),
+            len(table),
+            column,
+        )
+    return [first[row["id"]] for row in table]
 
 
 def check_index_source(density_dir: str | Path, data_dir: str | Path) -> None:
