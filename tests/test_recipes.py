@@ -34,6 +34,7 @@ FLAT_TYPES = {
     "sft.yaml": [DensityScriptArguments, SFTConfig, ModelConfig],
     "run_hypotheses.yaml": [RunnerArguments],
     "run_null_world.yaml": [RunnerArguments],
+    "run_baselines.yaml": [RunnerArguments],
 }
 RECIPE_YAMLS = sorted(p for p in (REPO / "recipes").rglob("*.yaml"))
 GPU_OVERRIDES = ["--bf16", "false", "--use_cpu", "true"]

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .design import PAIRED_REWARD_MODELS
+
 
 logger = logging.getLogger(__name__)
 
@@ -386,8 +388,13 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     items = {}
     for name, scorer in scorers.items():
         results["reward_models"][name], items[name] = evaluate_reward_model(scorer, split, pair_buckets)
-    if {"density", "uniform"} <= set(items):  # both RMs scored the same pairs: the item-paired comparison
-        results["paired_items"] = {"density-uniform": paired_items(items["density"], items["uniform"])}
+    paired = {  # both RMs scored the same pairs: the item-paired comparisons
+        f"{first}-{second}": paired_items(items[first], items[second])
+        for first, second in PAIRED_REWARD_MODELS
+        if {first, second} <= set(items)
+    }
+    if paired:
+        results["paired_items"] = paired
     for name, path in parse_named(args.policies).items():
         logger.info("evaluating policy %s (%s) on %d prompts x %d samples", name, path, len(rows), args.num_samples)
         samples = generate_samples(

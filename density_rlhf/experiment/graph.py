@@ -15,7 +15,18 @@ from typing import Any
 
 from .. import __version__
 from ..scripts.recipe import RECIPES_DIR, check_hardware, load_config, resolve_config
-from .design import HYPOTHESES, ORACLE, RM_NAMES, RM_OF, check_arm_config
+from .design import (
+    ARMS,
+    HYPOTHESES,
+    INDEXES,
+    ORACLE,
+    REWARD_BASELINES,
+    RM_NAMES,
+    RM_OF,
+    SAMPLERS,
+    check_arm_config,
+    index_dir,
+)
 
 
 @dataclass
@@ -31,7 +42,14 @@ class RunnerArguments:
         world_seed (`int` or `None`, *optional*):
             Fix the world across seeds (only training varies); `None` lets the world follow the seed.
         hypotheses (`list[str]`, *optional*, defaults to `["A", "B", "C", "D"]`):
-            Hypotheses to run; `A` is always included as the baseline.
+            GRPO arms to run (`A`-`D`, and `K`: cluster-balanced prompts scored by the uniform RM); `A` is always
+            included as the baseline.
+        reward_baselines (`list[str]`, *optional*, defaults to `[]`):
+            Reward models trained only to be compared: `cluster` (k-means clusters balanced) and `topic` (the
+            world's true topics balanced), each from `baseline_rm_config`; `uniform` or `density` trains A's or B's
+            reward model without its GRPO arm.
+        baseline_rm_config (`str`, *optional*, defaults to `"rm_{name}.yaml"`):
+            Pattern of their YAMLs (`{name}` is the baseline).
         oracle (`bool`, *optional*, defaults to `True`):
             Run the positive control `O` (GRPO on the ground-truth reward, `oracle_config`).
         oracle_config (`str`, *optional*, defaults to `"hyp_o.yaml"`):
@@ -73,7 +91,11 @@ class RunnerArguments:
     output_dir: str = field(default="outputs/run", metadata={"help": "Root directory of the run."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds (world and training)."})
     world_seed: int | None = field(default=None, metadata={"help": "Fix the world across seeds (default: per seed)."})
-    hypotheses: list[str] = field(default_factory=lambda: list(HYPOTHESES), metadata={"help": "Hypotheses to run."})
+    hypotheses: list[str] = field(default_factory=lambda: list(HYPOTHESES), metadata={"help": "GRPO arms to run."})
+    reward_baselines: list[str] = field(
+        default_factory=list, metadata={"help": f"Baseline reward models to train: {list(REWARD_BASELINES)}."}
+    )
+    baseline_rm_config: str = field(default="rm_{name}.yaml", metadata={"help": "Pattern of the baseline RM YAMLs."})
     oracle: bool = field(default=True, metadata={"help": "Run the positive control O (ground-truth reward)."})
     oracle_config: str = field(default="hyp_o.yaml", metadata={"help": "YAML of the oracle arm."})
     max_parallel: int = field(default=2, metadata={"help": "Stages run at once (threads capped per stage)."})
@@ -107,9 +129,13 @@ class RunnerArguments:
         if self.alphas is not None and len(set(self.alphas)) != len(self.alphas):
             raise ValueError(f"alphas must be distinct, got {self.alphas}.")
         self.hypotheses = [h.upper() for h in self.hypotheses]
-        unknown = sorted(set(self.hypotheses) - set(HYPOTHESES))
+        unknown = sorted(set(self.hypotheses) - set(ARMS))
         if unknown:
-            raise ValueError(f"unknown hypotheses {unknown}; choose from {list(HYPOTHESES)}.")
+            raise ValueError(f"unknown hypotheses {unknown}; choose from {list(ARMS)}.")
+        known = [*RM_NAMES.values(), *REWARD_BASELINES]
+        unknown = sorted(set(self.reward_baselines) - set(known))
+        if unknown:
+            raise ValueError(f"unknown reward_baselines {unknown}; choose from {known}.")
         if "A" not in self.hypotheses:
             self.hypotheses.insert(0, "A")  # the baseline every comparison is made against
         if not self.seeds:
@@ -200,8 +226,8 @@ def _uses_tiny_models(args: RunnerArguments) -> bool:
 
 
 def check_shared_reward_models(args: RunnerArguments) -> None:
-    """C reuses A's reward model and D reuses B's: their `reward:` sections must configure the same training (up to
-    `output_dir`), or the runner would silently ignore C's or D's."""
+    """C and K reuse A's reward model and D reuses B's: their `reward:` sections must configure the same training (up
+    to `output_dir`), or the runner would silently ignore theirs."""
     for h in args.hypotheses:
         if RM_OF[h] == h:
             continue
@@ -275,19 +301,34 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
             prep = Stage(
                 f"prepare_data[world={world}]", "prepare_data.py", args.prepare_config, None, prep_args, base / "data"
             )
-            dens = Stage(
-                f"build_density[world={world}]",
-                "build_density.py",
-                args.density_config,
-                None,
-                ["--data_dir", str(base / "data"), "--density_dir", str(base / "density"), *extra["build_density"]],
-                base / "density",
-                [prep],
-            )
-            worlds[world] = (prep, dens)
-            stages += [prep, dens]
-        prep, dens = worlds[world]
+            indexes = {}
+            for kind in index_kinds(args):
+                indexes[kind] = Stage(
+                    f"build_density{'' if kind == 'knn' else '_' + kind}[world={world}]",
+                    "build_density.py",
+                    args.density_config,
+                    None,
+                    [
+                        "--data_dir",
+                        str(base / "data"),
+                        "--density_dir",
+                        str(base / index_dir(kind)),
+                        *INDEXES[kind],
+                        *extra["build_density"],
+                    ],
+                    base / index_dir(kind),
+                    [prep],
+                )
+            worlds[world] = (prep, indexes)
+            stages += [prep, *indexes.values()]
+        prep, indexes = worlds[world]
+        dens = indexes["knn"]
         data, density = prep.output, dens.output
+
+        def index_of(arm: str, section: str, indexes=indexes) -> Stage:
+            """The index a stage samples from (the kNN one, for per-bucket metrics, when it samples uniformly)."""
+            return indexes[SAMPLERS[arm][section] or "knn"]
+
         run = root / f"seed{seed}"
         seeded = [*common, "--seed", str(seed), "--data_dir", str(data)]
         sft_args = [*seeded, "--output_dir", str(run / "sft")]
@@ -299,8 +340,8 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
         sft = Stage(f"sft[seed={seed}]", "train_sft.py", args.sft_config, None, sft_args, run / "sft", [prep], True)
         stages.append(sft)
 
-        def rm_args(output: Path, seeded=seeded, density=density, data=data) -> list[str]:
-            out = [*seeded, "--output_dir", str(output), "--density_index_path", str(density)]
+        def rm_args(output: Path, index: Stage = dens, seeded=seeded, data=data) -> list[str]:
+            out = [*seeded, "--output_dir", str(output), "--density_index_path", str(index.output)]
             if tiny:
                 out += ["--model_name_or_path", str(data / "tiny" / "reward")]
             if args.rm_max_steps:
@@ -315,19 +356,33 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
             return out + extra["reward"]
 
         rms = {}
-        for h in sorted({RM_OF[h] for h in args.hypotheses}):
+        for h in reward_model_arms(args):
             rms[h] = Stage(
                 f"rm_{h}[seed={seed}]",
                 "train_rm.py",
                 args.hypothesis_config.format(h=h.lower()),
                 "reward",
-                rm_args(run / f"rm_{h.lower()}"),
+                rm_args(run / f"rm_{h.lower()}", index_of(h, "reward")),
                 run / f"rm_{h.lower()}",
-                [prep, dens],
+                [prep, index_of(h, "reward")],
                 True,
                 h,
             )
             stages.append(rms[h])
+        rm_named = {RM_NAMES[h]: s for h, s in rms.items()}
+        for name in (n for n in args.reward_baselines if n in REWARD_BASELINES):
+            rm_named[name] = Stage(
+                f"rm_{name}[seed={seed}]",
+                "train_rm.py",
+                args.baseline_rm_config.format(name=name),
+                "reward",
+                rm_args(run / f"rm_{name}", index_of(name, "reward")),
+                run / f"rm_{name}",
+                [prep, index_of(name, "reward")],
+                True,
+                name,
+            )
+            stages.append(rm_named[name])
         grpos = {}
         for h, config in grpo_arm_configs(args).items():
             grpo_args = [
@@ -335,11 +390,11 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
                 "--output_dir",
                 str(run / f"grpo_{h.lower()}"),
                 "--density_index_path",
-                str(density),
+                str(index_of(h, "grpo").output),
                 "--model_name_or_path",
                 str(run / "sft"),
             ]
-            deps = [dens, sft]
+            deps = [index_of(h, "grpo"), sft]
             if h != ORACLE:
                 grpo_args += ["--reward_model_path", str(rms[RM_OF[h]].output)]
                 deps.append(rms[RM_OF[h]])
@@ -358,7 +413,6 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
                 h,
             )
             stages.append(grpos[h])
-        rm_named = {RM_NAMES[h]: s for h, s in rms.items()}
         for alpha in args.alphas or []:  # the dose-response arms: B's RM recipe and D's GRPO recipe at this alpha
             tag = dose_tag(alpha)
             dose_rm = Stage(
@@ -438,6 +492,21 @@ def build_stages(args: RunnerArguments) -> list[Stage]:
             )
         )
     return stages
+
+
+def reward_model_arms(args: RunnerArguments) -> list[str]:
+    """The arms whose reward models the run trains: those its GRPO arms are scored by, and `uniform` / `density`
+    when asked for as `reward_baselines`."""
+    asked = {h for h, name in RM_NAMES.items() if name in args.reward_baselines}
+    return sorted({RM_OF[h] for h in args.hypotheses} | asked)
+
+
+def index_kinds(args: RunnerArguments) -> list[str]:
+    """The density indexes the run's stages sample from, the kNN one first (evaluation buckets by it)."""
+    rms = [h for h in args.reward_baselines if h in REWARD_BASELINES]
+    arms = [*args.hypotheses, *reward_model_arms(args), *rms, *([ORACLE] if args.oracle else [])]
+    used = {kind for arm in arms for kind in SAMPLERS[arm].values() if kind}
+    return ["knn", *sorted(used - {"knn"})]
 
 
 def dose_tag(alpha: float) -> str:

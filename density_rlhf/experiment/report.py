@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .stats import _difference, holm, mcnemar_p, mean_ci, minimum_detectable_effect
+from .design import PAIRED_REWARD_MODELS
+from .stats import _difference, holm, mcnemar_p, mean_ci, minimum_detectable_effect, seeds_needed
 
 
 KEY_METRICS = ("rule_satisfied", "tic_rate", "politeness_rate", "reward/uniform", "reward/density",
@@ -16,6 +17,16 @@ KEY_METRICS = ("rule_satisfied", "tic_rate", "politeness_rate", "reward/uniform"
                "across/self_bleu", "em_dash_rate")  # fmt: skip
 RM_METRICS = ("accuracy", "loss", "on_policy_agreement", "tic_effect", "politeness_effect")
 REPORT_GROUPS = ("rare_topics", "other_topics", "rare", "common", "all")
+# Policy comparisons beside "<arm>-A": kNN-density prompts against cluster-balanced ones.
+POLICY_COMPARISONS = (("C", "K"),)
+# The baselines: what kNN density is compared with (name in `comparisons`, paired-items name, metrics).
+BASELINE_COMPARISONS = (
+    ("RM density-cluster", "density-cluster", ("accuracy", "tic_effect")),
+    ("RM density-topic", "density-topic", ("accuracy", "tic_effect")),
+    ("RM cluster-uniform", "cluster-uniform", ("accuracy", "tic_effect")),
+    ("C-K", None, ("rule_satisfied", "tic_rate")),
+)
+BASELINE_GROUP = "rare_topics"
 
 
 def pooled_paired_items(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -81,13 +92,21 @@ def aggregate(per_seed: dict[int, dict[str, Any]], alphas: list[float] | None = 
                 for m in KEY_METRICS if not math.isnan(value(seeds[0], "policies", p, g, m))}
             for g in out["policies"][p]
         }  # fmt: skip
-    if {"uniform", "density"} <= set(out["reward_models"]):
-        out["comparisons"]["RM density-uniform"] = {
-            g: {m: _difference([value(s, "reward_models", "density", g, m) - value(s, "reward_models", "uniform", g, m)
-                                for s in seeds])
-                for m in out["reward_models"]["uniform"][g]}
-            for g in out["reward_models"]["uniform"]
-        }  # fmt: skip
+    for x, y in POLICY_COMPARISONS:
+        if {x, y} <= set(policies):
+            out["comparisons"][f"{x}-{y}"] = {
+                g: {m: _difference([value(s, "policies", x, g, m) - value(s, "policies", y, g, m) for s in seeds])
+                    for m in KEY_METRICS if not math.isnan(value(seeds[0], "policies", x, g, m))}
+                for g in out["policies"][x]
+            }  # fmt: skip
+    for x, y in PAIRED_REWARD_MODELS:
+        if {x, y} <= set(out["reward_models"]):
+            out["comparisons"][f"RM {x}-{y}"] = {
+                g: {m: _difference([value(s, "reward_models", x, g, m) - value(s, "reward_models", y, g, m)
+                                    for s in seeds])
+                    for m in out["reward_models"][y][g]}
+                for g in out["reward_models"][y]
+            }  # fmt: skip
     pooled = pooled_paired_items(per_seed)
     if pooled:
         out["paired_items"] = pooled
@@ -103,7 +122,27 @@ def aggregate(per_seed: dict[int, dict[str, Any]], alphas: list[float] | None = 
         direction = stat["mean"] if "mean" in stat else stat["difference"]
         stat["holm_verdict"] = ("higher" if direction > 0 else "lower") if rej else "no detectable difference"
     out["exploratory_tests"] = len([r for r in rejected if r is not None])
+    baselines = baseline_rows(out)
+    if baselines:
+        out["baselines"] = baselines
     return out
+
+
+def baseline_rows(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """The baseline comparisons on the rare topics: seed-level difference (interval, MDE, verdict, Holm) and, for
+    reward models, the pooled item-paired McNemar test."""
+    rows = []
+    for name, paired, metrics in BASELINE_COMPARISONS:
+        block = out["comparisons"].get(name, {}).get(BASELINE_GROUP)
+        if block is None:
+            continue
+        for metric in metrics:
+            if metric in block:
+                row = {"comparison": name, "group": BASELINE_GROUP, "metric": metric, **block[metric]}
+                if paired and metric == "accuracy":
+                    row["mcnemar"] = out.get("paired_items", {}).get(paired, {}).get(BASELINE_GROUP)
+                rows.append(row)
+    return rows
 
 
 # --- pre-registered primary endpoints ------------------------------------------------------------------------------
@@ -141,6 +180,8 @@ def primary_endpoints(per_seed: dict[int, dict[str, Any]], seeds: list[int]) -> 
         diffs = [a - b for a, b in zip(xs, ys)]
         stat = mean_ci(diffs)
         stat["mde"] = minimum_detectable_effect(diffs)
+        # seeds that would detect the observed distance from the threshold at the observed spread
+        stat["seeds_needed"] = seeds_needed(diffs, stat["mean"] - (threshold if direction == "higher" else -threshold))
         if stat["ci_low"] is None:
             decided = "undecided (one seed)"
         elif direction == "higher":
@@ -155,6 +196,8 @@ def primary_endpoints(per_seed: dict[int, dict[str, Any]], seeds: list[int]) -> 
                 if stat["ci_high"] < -threshold
                 else ("contradicted" if stat["ci_low"] > -threshold else "undecided")
             )
+        if decided != "undecided":
+            stat["seeds_needed"] = None
         label = f"{x} - {y}" if y else x
         rows.append({"endpoint": name, "difference": label, "group": group, "metric": metric, "threshold": threshold,
                      "direction": direction, **stat, "verdict": decided})  # fmt: skip
@@ -172,6 +215,30 @@ def _fmt_stat(stat: dict[str, Any] | None, digits: int = 3, signed: bool = False
     return text
 
 
+def baseline_section(results: dict[str, Any]) -> list[str]:
+    """The "Baselines" section: kNN density against cluster and topic balancing, on the rare topics."""
+    rows = results.get("baselines")
+    if not rows:
+        return []
+    lines = ["## Baselines", "",
+             "What a user would pick instead of a kNN density, on the same worlds: reward models trained with rows "
+             "balanced over k-means clusters (`cluster`) or over the true topics (`topic`, an oracle), and GRPO with "
+             "cluster-balanced prompts (K) against kNN-density prompts (C), both scored by the uniform RM. Rare "
+             "topics; per-seed differences; Holm over the exploratory family; McNemar pools the held-out pairs of "
+             "every seed.", "",
+             "| comparison | metric | measured [95% CI] | MDE | verdict (seeds) | Holm | McNemar: only first / only "
+             "second right, p (Holm) |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for row in rows:
+        mde = f"{row['mde']:.3f}" if row.get("mde") is not None else "n/a"
+        paired = row.get("mcnemar")
+        mcnemar = (f"{paired['only_first']} / {paired['only_second']}, p = {paired['p_value']:.2g} "
+                   f"({paired['holm_verdict']})" if paired else "")  # fmt: skip
+        lines.append(f"| {row['comparison']} | {row['metric']} | {_fmt_stat(row)} | {mde} | {row['verdict']} | "
+                     f"{row['holm_verdict']} | {mcnemar} |")  # fmt: skip
+    return [*lines, ""]
+
+
 def write_report(results: dict[str, Any], root: Path, plots: list[str]) -> Path:
     seeds = results["seeds"]
     lines = ["# Density-aware sampling: hypothesis report", ""]
@@ -179,17 +246,21 @@ def write_report(results: dict[str, Any], root: Path, plots: list[str]) -> Path:
                  "95% t-intervals in brackets (none with one seed). MDE: the minimum detectable effect of a paired "
                  "two-sided test over these seeds at 80% power.")  # fmt: skip
     lines += ["", "## Primary endpoints (pre-registered)", "",
-              "| prediction | difference | group / metric | measured [95% CI] | MDE | verdict |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+              "| prediction | difference | group / metric | measured [95% CI] | MDE | verdict | seeds needed |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in results["primary_endpoints"]:
         if row.get("status") == "not run":
-            lines.append(f"| {row['endpoint']} | not run | | | | |")
+            lines.append(f"| {row['endpoint']} | not run | | | | | |")
             continue
         mde = f"{row['mde']:.3f}" if row.get("mde") is not None else "n/a"
+        needed = row.get("seeds_needed") or ("" if row["verdict"] != "undecided" else "> 1000")
         lines.append(f"| {row['endpoint']} | {row['difference']} | {row['group']} / {row['metric']} | "
-                     f"{_fmt_stat(row, signed=True)} | {mde} | {row['verdict']} |")  # fmt: skip
+                     f"{_fmt_stat(row, signed=True)} | {mde} | {row['verdict']} | {needed} |")  # fmt: skip
     lines += ["", "A verdict is `supported` when the interval lies beyond the threshold in the predicted direction, "
-              "`contradicted` when it lies on the other side, `undecided` otherwise.", ""]  # fmt: skip
+              "`contradicted` when it lies on the other side, `undecided` otherwise. Seeds needed (undecided rows): "
+              "the fewest seeds whose MDE, at the observed spread, reaches the observed distance from the "
+              "threshold.", ""]  # fmt: skip
+    lines += baseline_section(results)
     lines += ["## Exploratory (Holm-corrected over "
               f"{results.get('exploratory_tests', 0)} tests)", ""]  # fmt: skip
     rms = results["reward_models"]

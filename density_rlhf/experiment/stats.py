@@ -37,6 +37,23 @@ def minimum_detectable_effect(values: list[float], power: float = 0.8, alpha: fl
     return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * x.std(ddof=1) / math.sqrt(n))
 
 
+def seeds_needed(values: list[float], effect: float, power: float = 0.8, alpha: float = 0.05, most: int = 1000):
+    """Fewest seeds whose minimum detectable effect, at the spread of `values`, is at most `effect` (`None` when the
+    spread is unknown or more than `most` would be needed)."""
+    from scipy import stats
+
+    x = _finite(values)
+    if x.size < 2 or effect == 0:
+        return None
+    sd = x.std(ddof=1)
+    if sd == 0:
+        return 2
+    for n in range(2, most + 1):
+        if (stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n) <= abs(effect):
+            return n
+    return None
+
+
 def p_value(values: list[float], null: float = 0.0) -> float | None:
     """Two-sided one-sample t-test p-value of the seed differences against `null` (`None` below two seeds)."""
     from scipy import stats
