@@ -1,12 +1,19 @@
 import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from density_rlhf.experiment.graph import check_stage_configs
 from density_rlhf.experiment.report import KEY_METRICS, aggregate
 from density_rlhf.experiment.runner import RunnerArguments, StageFailed, build_stages, run
-from density_rlhf.experiment.stats import holm, mean_ci, minimum_detectable_effect, verdict
+from density_rlhf.experiment.stats import holm, mean_ci, minimum_detectable_effect, seeds_needed, verdict
 from density_rlhf.index import BUCKETS
+from density_rlhf.scripts.recipe import parse_args
+
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 SMOKE = dict(
@@ -339,3 +346,90 @@ def test_concurrent_stages_share_the_cores_and_a_last_stage_alone_gets_them_all(
     last = graph.Stage("c", "evaluate.py", None, None, [], tmp_path / "c", [first, second])
     execution.run_all([first, second, last], "accelerate", tmp_path, max_parallel=2)
     assert threads == {"a": 2, "b": 2, "c": 4}
+
+
+def test_baselines_graph_samples_each_stage_from_its_own_index(tmp_path):
+    """The baselines run: kNN, cluster and topic indexes per world; the density RM without its GRPO arm; cluster and
+    topic RMs; K scored by A's RM with cluster-balanced prompts; O on the topic index; every RM evaluated."""
+    args = parse_args([RunnerArguments], ["--config", str(REPO / "recipes" / "run_baselines.yaml")])[0]
+    args.output_dir, args.seeds = str(tmp_path), [0]
+    by_name = {s.name: s for s in build_stages(args)}
+    world = tmp_path / "world0"
+    for kind, flags in (("", []), ("_cluster", ["--estimator", "cluster"]), ("_topic", ["--cluster_column", "topic"])):
+        stage = by_name[f"build_density{kind}[world=0]"]
+        assert stage.output == world / f"density{kind}" and all(f in stage.args for f in flags)
+
+    def index(name):
+        stage = by_name[name]
+        return Path(stage.args[stage.args.index("--density_index_path") + 1])
+
+    assert index("rm_A[seed=0]") == index("rm_B[seed=0]") == world / "density"
+    assert index("rm_cluster[seed=0]") == world / "density_cluster" and by_name["rm_cluster[seed=0]"].arm == "cluster"
+    assert index("rm_topic[seed=0]") == index("grpo_O[seed=0]") == world / "density_topic"
+    assert index("grpo_K[seed=0]") == world / "density_cluster" and index("grpo_C[seed=0]") == world / "density"
+    grpo_k = by_name["grpo_K[seed=0]"]
+    assert grpo_k.args[grpo_k.args.index("--reward_model_path") + 1].endswith("seed0/rm_a")
+    assert by_name["build_density_cluster[world=0]"] in grpo_k.deps
+    assert "grpo_B[seed=0]" not in by_name and "grpo_D[seed=0]" not in by_name
+    evaluate = by_name["evaluate[seed=0]"].args
+    for rm in ("uniform", "density", "cluster", "topic"):
+        assert any(a.startswith(f"{rm}=") for a in evaluate)
+    check_stage_configs(list(by_name.values()))  # every YAML samples the way the design says
+    # the default experiment builds only what it samples from: the kNN index and O's topic index
+    default = [s.name for s in build_stages(RunnerArguments(output_dir=str(tmp_path), seeds=[0]))]
+    assert [n for n in default if n.startswith("build_density")] == [
+        "build_density[world=0]",
+        "build_density_topic[world=0]",
+    ]
+    with pytest.raises(ValueError, match="unknown reward_baselines"):
+        RunnerArguments(output_dir=str(tmp_path), reward_baselines=["knn"])
+
+
+def test_baseline_rows_and_seeds_needed():
+    def seed_result(shift):
+        rare = lambda v: {"rare_topics": v}  # noqa: E731
+        pol = lambda v: rare({"rule_satisfied": v, "tic_rate": 0.3})  # noqa: E731
+        rm = lambda v: rare({"accuracy": v, "tic_effect": 0.5})  # noqa: E731
+        return {
+            "policies": {"SFT": pol(0.2), "O": pol(0.6), "A": pol(0.3), "C": pol(0.4 + shift), "K": pol(0.35)},
+            "reward_models": {"uniform": rm(0.8), "density": rm(0.95 + shift), "cluster": rm(0.9), "topic": rm(0.97)},
+            "paired_items": {"density-cluster": {"rare_topics": {"n": 10, "only_first": 4, "only_second": 1,
+                                                                 "difference": 0.3, "p_value": 0.4}}},
+        }  # fmt: skip
+
+    out = aggregate({s: seed_result(d) for s, d in enumerate((0.0, 0.02, -0.01))})
+    rows = {(r["comparison"], r["metric"]): r for r in out["baselines"]}
+    assert set(rows) == {(c, m) for c in ("RM density-cluster", "RM density-topic", "RM cluster-uniform")
+                         for m in ("accuracy", "tic_effect")} | {("C-K", "rule_satisfied"), ("C-K", "tic_rate")}  # fmt: skip
+    row = rows[("RM density-cluster", "accuracy")]
+    assert row["values"] == pytest.approx([0.05, 0.07, 0.04]) and row["verdict"] == "higher" and row["mde"] > 0
+    assert row["mcnemar"]["only_first"] == 12 and "holm_verdict" in row["mcnemar"]
+    assert rows[("C-K", "rule_satisfied")]["mean"] == pytest.approx(0.05 + 0.01 / 3)
+    assert rows[("RM density-topic", "accuracy")]["verdict"] == "no detectable difference"
+    # an undecided endpoint says how many seeds would decide it; a decided one does not
+    endpoints = {e["difference"]: e for e in out["primary_endpoints"] if "difference" in e}
+    assert endpoints["O - SFT"]["verdict"] == "supported" and endpoints["O - SFT"]["seeds_needed"] is None
+    c_a = endpoints["C - A"]
+    assert c_a["verdict"] == "supported"
+    # sd 0.1: MDE (t_.975 + t_.8) sd / sqrt(n) is 0.208 at 4 seeds and 0.166 at 5
+    assert seeds_needed([0.1, 0.3, 0.2], 0.2) == 5 and seeds_needed([0.0, 0.4, 0.2], 0.05) > 20
+    assert seeds_needed([0.1, 0.1], 0.1) == 2 and seeds_needed([0.1], 0.1) is None
+
+
+def test_policies_are_paired_by_prompt_and_pooled_over_seeds():
+    from scipy.stats import wilcoxon
+
+    from density_rlhf.experiment.evaluation import paired_prompts
+
+    groups = {"all": np.arange(4), "rare_topics": np.array([2, 3])}
+    c = {"rule_satisfied": np.array([0.5, 0.25, 1.0, 0.75]), "tic_rate": np.zeros(4)}
+    a = {"rule_satisfied": np.array([0.25, 0.25, 0.5, 0.0]), "tic_rate": np.zeros(4)}
+    out = paired_prompts(c, a, groups)
+    assert out["rare_topics"]["rule_satisfied"] == [0.5, 0.75] and out["all"]["tic_rate"] == [0.0] * 4
+    per_seed = {s: {"policies": {"SFT": {}}, "reward_models": {}, "paired_prompts": {"C-A": out}} for s in range(3)}
+    pooled = aggregate(per_seed)["paired_prompts"]["C-A"]
+    rule = pooled["all"]["rule_satisfied"]
+    assert rule["n"] == 12 and rule["difference"] == pytest.approx(0.375)
+    diffs = [0.25, 0.0, 0.5, 0.75] * 3
+    assert rule["p_value"] == pytest.approx(wilcoxon(diffs, zero_method="wilcox").pvalue)
+    assert pooled["all"]["tic_rate"]["p_value"] == 1.0 and pooled["all"]["tic_rate"]["holm_verdict"].startswith("no")

@@ -39,6 +39,9 @@ INDEXES = {
 DENSITY_SAMPLING = {arm: {section: kind is not None for section, kind in s.items()} for arm, s in SAMPLERS.items()}
 # The comparisons of reward models paired held-out pair by held-out pair, when both were trained.
 PAIRED_REWARD_MODELS = (("density", "uniform"), ("density", "cluster"), ("density", "topic"), ("cluster", "uniform"))
+# The policy comparisons paired held-out prompt by held-out prompt (every arm samples the same prompts), when both ran.
+PAIRED_POLICIES = (("O", "SFT"), ("A", "SFT"), ("B", "A"), ("C", "A"), ("D", "A"), ("K", "A"), ("C", "K"))
+PAIRED_POLICY_METRICS = ("rule_satisfied", "tic_rate")
 
 
 def index_dir(kind: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .design import PAIRED_REWARD_MODELS
+from .design import PAIRED_POLICIES, PAIRED_POLICY_METRICS, PAIRED_REWARD_MODELS
 
 
 logger = logging.getLogger(__name__)
@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 ALL = "all"
 # Within-prompt diversity (across the k samples of one prompt) uses the cheap metrics; across-prompt the full set.
 WITHIN_METRICS = ("distinct_1", "distinct_2", "embedding_diversity", "self_bleu")
+# Groups whose per-prompt differences between policies are kept for the prompt-paired tests.
+PAIRED_GROUPS = ("rare_topics", "other_topics", "rare", "common", ALL)
 
 
 @dataclass
@@ -359,6 +361,17 @@ def paired_items(first: dict[str, Any], second: dict[str, Any]) -> dict[str, dic
     return out
 
 
+def paired_prompts(
+    first: dict[str, np.ndarray], second: dict[str, np.ndarray], groups: dict[str, list[int]]
+) -> dict[str, dict[str, list[float]]]:
+    """Two policies on the same held-out prompts, paired by prompt: per group and metric, each prompt's rate under
+    the first minus under the second (the mean over its samples)."""
+    return {
+        g: {m: (first[m][idx] - second[m][idx]).tolist() for m in PAIRED_POLICY_METRICS if m in first}
+        for g, idx in groups.items()
+    }
+
+
 def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     """Sample every policy, score with every reward model and the ground truth, measure diversity; write JSON."""
     from datasets import load_from_disk
@@ -395,6 +408,7 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     }
     if paired:
         results["paired_items"] = paired
+    per_prompt: dict[str, dict[str, np.ndarray]] = {}
     for name, path in parse_named(args.policies).items():
         logger.info("evaluating policy %s (%s) on %d prompts x %d samples", name, path, len(rows), args.num_samples)
         samples = generate_samples(
@@ -409,9 +423,22 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
         )
         embeddings = embed_prompts([c for g in samples for c in g], show_progress=False)
         results["policies"][name] = evaluate_policy(samples, rows, prompt_buckets, scorers, embeddings)
+        truth = ground_truth(rows, samples)
+        per_prompt[name] = {"tic_rate": habit_rates(samples)[0].mean(axis=1)}
+        if truth is not None:
+            per_prompt[name]["rule_satisfied"] = truth.mean(axis=1)
         results.setdefault("samples", {})[name] = [
             {"prompt": r["prompt"], "samples": s} for r, s in zip(rows[:5], samples[:5])
         ]
+    groups = group_indices(prompt_buckets, [r["topic"] for r in rows], [r.get("is_rare") for r in rows])
+    groups = {g: idx for g, idx in groups.items() if g in PAIRED_GROUPS}
+    paired = {
+        f"{x}-{y}": paired_prompts(per_prompt[x], per_prompt[y], groups)
+        for x, y in PAIRED_POLICIES
+        if {x, y} <= set(per_prompt)
+    }
+    if paired:
+        results["paired_prompts"] = paired
     if "SFT" in results["policies"]:  # each reward model's agreement with the ground truth on the SFT policy's samples
         for rm, groups in results["reward_models"].items():
             for group, stats in groups.items():

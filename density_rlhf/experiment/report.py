@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .design import PAIRED_REWARD_MODELS
-from .stats import _difference, holm, mcnemar_p, mean_ci, minimum_detectable_effect, seeds_needed
+from .stats import _difference, holm, mcnemar_p, mean_ci, minimum_detectable_effect, seeds_needed, signed_rank_p
 
 
 KEY_METRICS = ("rule_satisfied", "tic_rate", "politeness_rate", "reward/uniform", "reward/density",
@@ -44,6 +44,27 @@ def pooled_paired_items(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[s
                 "difference": float(np.mean([b[g]["difference"] for b in blocks])),
                 "p_value": mcnemar_p(first, second),
             }  # fmt: skip
+    return out
+
+
+def pooled_paired_prompts(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The prompt-paired policy comparisons of every seed pooled: per comparison, group and metric, the prompts'
+    differences over all seeds, their mean and a Wilcoxon signed-rank p-value (within-seed pairing only, like
+    `pooled_paired_items`)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    seeds = sorted(per_seed)
+    names = sorted({n for s in seeds for n in per_seed[s].get("paired_prompts", {})})
+    for name in names:
+        blocks = [per_seed[s]["paired_prompts"][name] for s in seeds if name in per_seed[s].get("paired_prompts", {})]
+        for g in sorted(set.intersection(*(set(b) for b in blocks))):
+            for m in sorted(set.intersection(*(set(b[g]) for b in blocks))):
+                diffs = [d for b in blocks for d in b[g][m]]
+                out.setdefault(name, {}).setdefault(g, {})[m] = {
+                    "seeds": len(blocks),
+                    "n": len(diffs),
+                    "difference": float(np.mean(diffs)) if diffs else float("nan"),
+                    "p_value": signed_rank_p(diffs) if diffs else None,
+                }
     return out
 
 
@@ -110,6 +131,9 @@ def aggregate(per_seed: dict[int, dict[str, Any]], alphas: list[float] | None = 
     pooled = pooled_paired_items(per_seed)
     if pooled:
         out["paired_items"] = pooled
+    prompts = pooled_paired_prompts(per_seed)
+    if prompts:
+        out["paired_prompts"] = prompts
     if alphas:
         out["dose_response"] = dose_response(out, alphas)
     out["primary_endpoints"] = primary_endpoints(per_seed, seeds)
@@ -117,6 +141,9 @@ def aggregate(per_seed: dict[int, dict[str, Any]], alphas: list[float] | None = 
     family = [out["comparisons"][c][g][m] for c, block in out["comparisons"].items() for g, row in block.items()
               for m in row]  # fmt: skip
     family += [stat for block in out.get("paired_items", {}).values() for stat in block.values()]
+    family += [
+        stat for block in out.get("paired_prompts", {}).values() for row in block.values() for stat in row.values()
+    ]
     rejected = holm([stat["p_value"] for stat in family])
     for stat, rej in zip(family, rejected):
         direction = stat["mean"] if "mean" in stat else stat["difference"]
@@ -319,6 +346,20 @@ def write_report(results: dict[str, Any], root: Path, plots: list[str]) -> Path:
                              f"{row['difference']:+.3f} | {row['p_value']:.2g} | {row['holm_verdict']} |")  # fmt: skip
         lines += ["", "Pairing by item removes the variation between test pairs within a seed; it does not see the "
                   "variation between training runs, which the seed-level intervals above carry.", ""]  # fmt: skip
+    paired_prompts = results.get("paired_prompts", {})
+    if paired_prompts:
+        lines += ["### Policies paired by held-out prompt (Wilcoxon signed-rank, pooled over seeds)", "",
+                  "| comparison | group | metric | prompts | mean difference | p | Holm |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, block in paired_prompts.items():
+            for g in (g for g in REPORT_GROUPS if g in block):
+                for m, row in block[g].items():
+                    p = "n/a" if row["p_value"] is None else f"{row['p_value']:.2g}"
+                    lines.append(f"| {name} | {g} | {m} | {row['n']} | {row['difference']:+.3f} | {p} | "
+                                 f"{row['holm_verdict']} |")  # fmt: skip
+        lines += ["", "Every arm samples the same held-out prompts, so each prompt's rate (the mean of its samples) "
+                  "pairs across arms within a seed; like the RM pairing this does not see the variation between "
+                  "training runs.", ""]  # fmt: skip
     if results.get("dose_response"):
         lines += [
             "### alpha dose-response (rare topics)",

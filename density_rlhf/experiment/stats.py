@@ -94,6 +94,16 @@ def _difference(values: list[float]) -> dict[str, Any]:
     return stat
 
 
+def signed_rank_p(differences: list[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences (zeros dropped); 1.0 when all are zero."""
+    from scipy.stats import wilcoxon
+
+    x = _finite(differences)
+    if not np.any(x != 0):
+        return 1.0
+    return float(wilcoxon(x, zero_method="wilcox").pvalue)
+
+
 def mcnemar_p(only_first: int, only_second: int) -> float:
     """Exact McNemar p-value (two-sided binomial test on the discordant pairs); 1.0 without discordant pairs."""
     from scipy.stats import binomtest
