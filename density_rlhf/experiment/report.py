@@ -105,21 +105,13 @@ def aggregate(per_seed: dict[int, dict[str, Any]], alphas: list[float] | None = 
                 if m in first["reward_models"][rm][g]}
             for g in first["reward_models"][rm]
         }  # fmt: skip
-    for p in policies:
-        if p == "A" or "A" not in policies:
-            continue
-        out["comparisons"][f"{p}-A"] = {
-            g: {m: _difference([value(s, "policies", p, g, m) - value(s, "policies", "A", g, m) for s in seeds])
-                for m in KEY_METRICS if not math.isnan(value(seeds[0], "policies", p, g, m))}
-            for g in out["policies"][p]
+    against_a = [(p, "A") for p in policies if p != "A" and "A" in policies]
+    for x, y in [*against_a, *(pair for pair in POLICY_COMPARISONS if set(pair) <= set(policies))]:
+        out["comparisons"][f"{x}-{y}"] = {
+            g: {m: _difference([value(s, "policies", x, g, m) - value(s, "policies", y, g, m) for s in seeds])
+                for m in KEY_METRICS if not math.isnan(value(seeds[0], "policies", x, g, m))}
+            for g in out["policies"][x]
         }  # fmt: skip
-    for x, y in POLICY_COMPARISONS:
-        if {x, y} <= set(policies):
-            out["comparisons"][f"{x}-{y}"] = {
-                g: {m: _difference([value(s, "policies", x, g, m) - value(s, "policies", y, g, m) for s in seeds])
-                    for m in KEY_METRICS if not math.isnan(value(seeds[0], "policies", x, g, m))}
-                for g in out["policies"][x]
-            }  # fmt: skip
     for x, y in PAIRED_REWARD_MODELS:
         if {x, y} <= set(out["reward_models"]):
             out["comparisons"][f"RM {x}-{y}"] = {
@@ -207,8 +199,6 @@ def primary_endpoints(per_seed: dict[int, dict[str, Any]], seeds: list[int]) -> 
         diffs = [a - b for a, b in zip(xs, ys)]
         stat = mean_ci(diffs)
         stat["mde"] = minimum_detectable_effect(diffs)
-        # seeds that would detect the observed distance from the threshold at the observed spread
-        stat["seeds_needed"] = seeds_needed(diffs, stat["mean"] - (threshold if direction == "higher" else -threshold))
         if stat["ci_low"] is None:
             decided = "undecided (one seed)"
         elif direction == "higher":
@@ -223,8 +213,9 @@ def primary_endpoints(per_seed: dict[int, dict[str, Any]], seeds: list[int]) -> 
                 if stat["ci_high"] < -threshold
                 else ("contradicted" if stat["ci_low"] > -threshold else "undecided")
             )
-        if decided != "undecided":
-            stat["seeds_needed"] = None
+        # seeds that would detect the observed distance from the threshold at the observed spread
+        distance = stat["mean"] - (threshold if direction == "higher" else -threshold)
+        stat["seeds_needed"] = seeds_needed(diffs, distance) if decided == "undecided" else None
         label = f"{x} - {y}" if y else x
         rows.append({"endpoint": name, "difference": label, "group": group, "metric": metric, "threshold": threshold,
                      "direction": direction, **stat, "verdict": decided})  # fmt: skip
