@@ -7,7 +7,7 @@ Heavy dependencies (FAISS, sentence-transformers, the trainers) are imported laz
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .utils import normalize_text, prompt_id
+from .utils import add_prompt_ids, normalize_text, prompt_id, prompt_text, unique_prompts
 
 
 __version__ = "0.2.0.dev0"
@@ -37,9 +37,12 @@ __all__ = [
     "DensitySampler",
     "DensitySamplingMixin",
     "__version__",
+    "add_prompt_ids",
     "density_config",
     "normalize_text",
     "prompt_id",
+    "prompt_text",
+    "unique_prompts",
     "with_density_sampling",
 ]
 

@@ -14,11 +14,12 @@ from .index import BUCKETS
 BUCKET_COLUMN = "density_bucket"
 
 
-def _prompt_texts(dataset) -> list[str] | None:
+def _prompt_texts(dataset) -> list | None:
+    """The prompts to embed for rows the index does not know: `prompt_text` (the prepared data's flat text) when the
+    dataset has it, else `prompt` (strings or messages, read by `density_rlhf.prompt_text`)."""
     for column in ("prompt_text", "prompt"):
         if column in dataset.column_names:
-            values = dataset[column]
-            return [v if isinstance(v, str) else " ".join(m["content"] for m in v) for v in values]
+            return dataset[column]
     return None
 
 
@@ -106,3 +107,11 @@ def group_vocab(columns: list[str], *datasets) -> dict[str, list[str]]:
 def write_seen_ids(ids: list[str], output_dir: str, process_index: int) -> None:
     os.makedirs(output_dir, exist_ok=True)
     Path(output_dir, f"seen_ids_rank{process_index}.json").write_text(json.dumps(ids))
+
+
+def read_seen_ids(checkpoint_dir: str | None, process_index: int) -> list[str]:
+    """The ids a checkpoint recorded for this rank (`write_seen_ids`); `[]` without a checkpoint or a file."""
+    if checkpoint_dir is None:
+        return []
+    path = Path(checkpoint_dir, f"seen_ids_rank{process_index}.json")
+    return json.loads(path.read_text()) if path.exists() else []

@@ -154,13 +154,28 @@ class DensityIndex:
         """
         prompt_ids = list(prompt_ids)
         if len(set(prompt_ids)) != len(prompt_ids):
-            raise ValueError("prompt_ids must be unique: build the index over unique prompts (see `prompt_table`).")
+            raise ValueError(
+                "prompt_ids must be unique: build the index over distinct prompts (`DensityIndex.from_dataset` or "
+                "`density_rlhf.unique_prompts` finds them)."
+            )
         if prompts is not None:
-            prompts = list(prompts)
+            prompts = _prompt_texts(prompts)
             if len(prompts) != len(prompt_ids):
                 raise ValueError(f"{len(prompts)} prompts for {len(prompt_ids)} prompt_ids: pass them aligned.")
-            if any(not isinstance(p, str) or not p.strip() for p in prompts):
-                raise ValueError("prompts must be non-empty strings.")
+        n = len(prompt_ids)
+        check_build_arguments(
+            n,
+            k=k,
+            alpha=alpha,
+            estimator=estimator,
+            max_weight_ratio=max_weight_ratio,
+            target_ess=target_ess,
+            uniform_mix=uniform_mix,
+            duplicate_tolerance=duplicate_tolerance,
+            bucket_quantiles=bucket_quantiles,
+            n_clusters=n_clusters,
+            cluster_labels=cluster_labels,
+        )
         if embeddings is None:
             if prompts is None:
                 raise ValueError("pass `prompts` aligned with `prompt_ids`, or precomputed `embeddings`.")
@@ -175,20 +190,8 @@ class DensityIndex:
             raise ValueError(f"embeddings must be (N={len(prompt_ids)}, d), got shape {embeddings.shape}.")
         if not np.isfinite(embeddings).all():
             raise ValueError("embeddings contain NaN or infinite values.")
-        n = len(prompt_ids)
-        if not 1 <= k < n:
-            raise ValueError(f"k={k} must be between 1 and the number of prompts minus one ({n - 1}).")
         if cluster_labels is not None:
             cluster_labels = list(cluster_labels)
-            if len(cluster_labels) != n:
-                raise ValueError(f"{len(cluster_labels)} cluster_labels for {n} prompts: pass one per prompt.")
-            if n_clusters is not None:
-                raise ValueError("pass n_clusters (k-means) or cluster_labels (given groups), not both.")
-        if n_clusters is not None and (isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral)):
-            raise ValueError(f"n_clusters must be an integer >= 2, got {n_clusters!r}.")
-        if not np.isfinite(duplicate_tolerance) or duplicate_tolerance < 0:
-            raise ValueError(f"duplicate_tolerance must be a finite number >= 0, got {duplicate_tolerance}.")
-        _weighting(alpha, estimator, *normalize_bounds(max_weight_ratio, target_ess), uniform_mix, bucket_quantiles)
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
         if (norms == 0).any():
             raise ValueError("embeddings contain all-zero rows; they have no direction to normalize.")
@@ -241,7 +244,7 @@ class DensityIndex:
             "seed": seed,
             **cluster_meta,
         }
-        return cls(
+        built = cls(
             prompt_ids,
             embeddings,
             distances[group],
@@ -253,6 +256,39 @@ class DensityIndex:
             cluster_labels=None if clusters is None else clusters[0],
             cluster_centroids=None if clusters is None else clusters[1],
         )
+        if prompts is not None and embedder_name == DEFAULT_EMBEDDER:
+            warn_non_english(prompts, built.weights)
+        return built
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        prompt_column: str = "prompt",
+        prompt_id_column: str = "prompt_id",
+        *,
+        turns: str = "last_user",
+        **build_kwargs,
+    ) -> "DensityIndex":
+        """`build` over the distinct prompts of a dataset: strings or TRL conversational prompts (message lists).
+
+        Each distinct prompt id is indexed once, with the text of its first row (`density_rlhf.prompt_text(prompt,
+        turns)`). The ids are the dataset's `prompt_id_column` when it has one, else `prompt_id(prompt, turns)`, which
+        is what `dataset.map(lambda x: {"prompt_id": prompt_id(x["prompt"])})` adds. `build_kwargs` go to `build`.
+        """
+        from .utils import unique_prompts
+
+        columns = getattr(dataset, "column_names", None) or []
+        if prompt_column not in columns:
+            raise ValueError(f"the dataset has no {prompt_column!r} column (columns: {columns}); set prompt_column.")
+        if prompt_id_column in columns:
+            first: dict[str, Any] = {}
+            for pid, prompt in zip(dataset[prompt_id_column], dataset[prompt_column]):
+                first.setdefault(pid, prompt)
+            texts, ids = _prompt_texts(list(first.values()), turns), list(first)
+        else:
+            texts, ids = unique_prompts(dataset[prompt_column], turns)
+        return cls.build(texts, ids, **build_kwargs)
 
     def reweight(
         self,
@@ -328,7 +364,12 @@ class DensityIndex:
         return new.reweight(**overrides)
 
     def query(
-        self, prompts: Sequence[str] | None = None, *, embeddings: np.ndarray | None = None, batch_size: int = 64
+        self,
+        prompts: Sequence[str] | None = None,
+        *,
+        embeddings: np.ndarray | None = None,
+        batch_size: int = 64,
+        show_progress: bool = False,
     ) -> tuple[np.ndarray, list[str]]:
         """Log density and bucket of new prompts (e.g. a held-out split) against the indexed ones.
 
@@ -342,7 +383,9 @@ class DensityIndex:
         if embeddings is None:
             if self.metadata["embedder"] == "precomputed":
                 raise ValueError("the index was built from precomputed embeddings: pass `embeddings` to query.")
-            embeddings = embed_prompts(prompts, self.metadata["embedder"], batch_size=batch_size, show_progress=False)
+            embeddings = embed_prompts(
+                _prompt_texts(prompts), self.metadata["embedder"], batch_size=batch_size, show_progress=show_progress
+            )
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.metadata["dim"]:
             raise ValueError(f"query embeddings must be (n, {self.metadata['dim']}), got {embeddings.shape}.")
@@ -376,7 +419,10 @@ class DensityIndex:
                 raise ValueError(
                     f"{len(unknown)} prompt ids are not in the index; pass their `prompts` to query them."
                 )
-            _, queried = self.query([prompts[i] for i in unknown.values()])
+            logger.info(
+                "embedding %d prompts the density index does not know, to place them in its buckets", len(unknown)
+            )
+            _, queried = self.query([prompts[i] for i in unknown.values()], show_progress=True)
             buckets.update(zip(unknown, queried))
         return [buckets[pid] for pid in prompt_ids]
 
@@ -495,3 +541,80 @@ def _weighting(
         raise ValueError(f"uniform_mix must be in [0, 1], got {uniform_mix}.")
     if len(bucket_quantiles) != 2 or not 0.0 <= bucket_quantiles[0] <= bucket_quantiles[1] <= 1.0:
         raise ValueError(f"bucket_quantiles must be (low, high) with 0 <= low <= high <= 1, got {bucket_quantiles}.")
+
+
+def _prompt_texts(prompts: Sequence[Any], turns: str = "last_user") -> list[str]:
+    """The text of each prompt (a string or a message list, `density_rlhf.prompt_text`), naming a bad one."""
+    from .utils import prompt_text
+
+    texts = []
+    for row, prompt in enumerate(prompts):
+        try:
+            texts.append(prompt_text(prompt, turns))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"prompt {row}: {err}") from None
+    return texts
+
+
+def check_build_arguments(
+    n: int,
+    *,
+    k: int,
+    alpha: float,
+    estimator: str,
+    max_weight_ratio: float | None,
+    target_ess: float | None,
+    uniform_mix: float,
+    duplicate_tolerance: float,
+    bucket_quantiles: Sequence[float],
+    n_clusters: int | None = None,
+    cluster_labels: Sequence | None = None,
+) -> None:
+    """`ValueError` for settings `DensityIndex.build` cannot use on `n` prompts, checked before any embedding."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k < n:
+        raise ValueError(f"k={k} must be between 1 and the number of prompts minus one ({n - 1}), an integer.")
+    if cluster_labels is not None:
+        if len(cluster_labels) != n:
+            raise ValueError(f"{len(cluster_labels)} cluster_labels for {n} prompts: pass one per prompt.")
+        if n_clusters is not None:
+            raise ValueError("pass n_clusters (k-means) or cluster_labels (given groups), not both.")
+    if n_clusters is not None and (isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral)):
+        raise ValueError(f"n_clusters must be an integer >= 2, got {n_clusters!r}.")
+    if not np.isfinite(duplicate_tolerance) or duplicate_tolerance < 0:
+        raise ValueError(f"duplicate_tolerance must be a finite number >= 0, got {duplicate_tolerance}.")
+    _weighting(alpha, estimator, *normalize_bounds(max_weight_ratio, target_ess), uniform_mix, bucket_quantiles)
+
+
+# A multilingual embedder of the same family, for prompt sets the English-only default does not read.
+MULTILINGUAL_EMBEDDER = "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"
+NON_ENGLISH_WARN_SHARE = 0.01
+
+
+def _non_english(text: str) -> bool:
+    """Whether `text` has a letter outside ASCII or an emoji/symbol character (what all-MiniLM-L6-v2 reads poorly)."""
+    import unicodedata
+
+    return any(ord(c) > 127 and unicodedata.category(c) in ("Lu", "Ll", "Lo", "Lm", "So") for c in text)
+
+
+def warn_non_english(prompts: Sequence[str], weights: np.ndarray, top: int = 20) -> float:
+    """Log a warning when at least 1% of `prompts` hold non-English letters or emoji, which the English-only default
+    embedder places far from everything (so they take the largest weights); returns their share."""
+    flags = np.array([_non_english(p) for p in prompts], dtype=bool)
+    share = float(flags.mean()) if len(flags) else 0.0
+    if share >= NON_ENGLISH_WARN_SHARE:
+        top = min(top, len(weights))
+        heaviest = np.argsort(-np.asarray(weights), kind="stable")[:top]
+        logger.warning(
+            "%d of %d prompts (%.1f%%) have non-English letters or emoji, and they hold %d of the %d largest weights: "
+            "the default embedder (%s) reads English only. For multilingual prompts build the index with "
+            "embedder=%r.",
+            int(flags.sum()),
+            len(flags),
+            100 * share,
+            int(flags[heaviest].sum()),
+            top,
+            DEFAULT_EMBEDDER,
+            MULTILINGUAL_EMBEDDER,
+        )
+    return share

@@ -52,6 +52,14 @@ def sampling_seed(args) -> int:
     return args.data_seed if args.data_seed is not None else args.seed
 
 
+def resume_path(output_dir: str, resume_from_checkpoint: str | bool | None) -> str | None:
+    """The checkpoint directory `Trainer.train(resume_from_checkpoint=...)` resumes from (`True`: the newest in
+    `output_dir`), or `None`."""
+    if resume_from_checkpoint is True:
+        return get_last_checkpoint(output_dir)
+    return resume_from_checkpoint if isinstance(resume_from_checkpoint, str) else None
+
+
 def save_sampler_state(sampler, checkpoint_dir: str | os.PathLike) -> None:
     if hasattr(sampler, "state_dict"):
         Path(checkpoint_dir, SAMPLER_STATE_FILE).write_text(json.dumps(sampler.state_dict(), indent=2) + "\n")
@@ -73,9 +81,11 @@ def load_sampler_state(sampler, checkpoint_dir: str | os.PathLike | None) -> Non
         raise ValueError(f"cannot resume from {checkpoint_dir}: {err}") from None
 
 
-def density_card_section(args: DensityConfigMixin, index, sampler, sources: list[str], eval_table: dict) -> str:
-    """Markdown appended to the TRL model card: the density config, the index, the sampler and the eval-by-bucket
-    table."""
+def density_card_section(
+    args: DensityConfigMixin, index, sampler, sources: list[str], eval_table: dict, dropped: dict | None = None
+) -> str:
+    """Markdown appended to the TRL model card: the density config, the index, the sampler, the rows the trainer's
+    preprocessing dropped and the eval-by-bucket table."""
     lines = ["", "", "## Density-aware sampling (density_rlhf)", ""]
     lines.append(f"- Density sampling: {'on' if args.density_sampling else 'off'} ({args.density_pair_weighting})")
     if args.density_alpha_schedule != "constant":
@@ -100,6 +110,8 @@ def density_card_section(args: DensityConfigMixin, index, sampler, sources: list
             lines.append(f"- Bounds ({bounds}): inactive, the weights are the raw density^-alpha")
     if sampler is not None and hasattr(sampler, "summary"):
         lines.append(f"- Sampler ESS over rows: {sampler.summary()['ess']:.1f} of {sampler.summary()['rows']}")
+    if dropped:
+        lines.append(f"- Training rows: {dropped_rows_text(dropped)}")
     if sources:
         lines.append(f"- Data sources: {', '.join(sources)}")
     if eval_table:
@@ -134,6 +146,87 @@ def density_summary_line(sampler) -> str:
     elif "active_bounds" in s:
         line += "; no bound active"
     return line
+
+
+def _with_prompt_ids(dataset: Any, column: str, name: str) -> Any:
+    """`dataset` with the prompt id column added from its `prompt` column (strings or messages) when it has none;
+    a new dataset, so the caller's is left as it is."""
+    if isinstance(dataset, dict):  # several eval sets
+        return {key: _with_prompt_ids(value, column, f"{name}[{key}]") for key, value in dataset.items()}
+    import datasets
+
+    if not isinstance(dataset, datasets.Dataset) or column in dataset.column_names:
+        return dataset
+    if "prompt" not in dataset.column_names:
+        return dataset
+    from .utils import add_prompt_ids
+
+    logger.info(
+        "%s has no %r column: adding density_rlhf.prompt_id(prompt) (last user turn of messages)", name, column
+    )
+    return add_prompt_ids(dataset, "prompt", column)
+
+
+def _check_coverage(dataset: Any, column: str, index) -> None:
+    """The `ValueError` of `map_prompt_weights` for train rows whose prompt the index lacks, raised before the
+    trainer's preprocessing and before any prompt is embedded."""
+    from .row_weights import map_prompt_weights
+
+    if dataset is None or column not in (getattr(dataset, "column_names", None) or []):
+        return
+    from .sampler import _prompt_id_column
+
+    map_prompt_weights(_prompt_id_column(dataset, column), index.prompt_ids, index.weights, missing="error")
+
+
+def _bucket_shares(dataset: Any, column: str, index) -> dict[str, float] | None:
+    """Share of `dataset`'s rows in each density bucket of `index` (`unknown`: not in it); `None` without both."""
+    if index is None or dataset is None or column not in (getattr(dataset, "column_names", None) or []):
+        return None
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .sampler import _prompt_id_column
+
+    ids = _prompt_id_column(dataset, column)
+    ids = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(ids))
+    if len(ids) == 0:
+        return None
+    names = sorted(set(index.buckets))
+    codes = np.array([names.index(b) for b in index.buckets] + [len(names)], dtype=np.int64)
+    position = pc.index_in(ids, value_set=pa.array(list(index.prompt_ids), type=ids.type))
+    rows = np.asarray(pc.fill_null(position, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    counts = np.bincount(codes[rows], minlength=len(names) + 1)  # -1 -> the last code, `unknown`
+    shares = {name: float(counts[i] / len(rows)) for i, name in enumerate([*names, "unknown"]) if counts[i]}
+    return shares
+
+
+def _rows_dropped(given: Any, kept: Any, shares_given: dict | None, column: str, index) -> dict | None:
+    """What the trainer's preprocessing dropped from the train rows (e.g. TRL's `max_length` filter): counts and
+    the bucket shares before and after; `None` when nothing was dropped or the sizes are unknown."""
+    if given is None or kept is None or not hasattr(given, "__len__") or not hasattr(kept, "__len__"):
+        return None
+    if len(kept) >= len(given):
+        return None
+    return {
+        "given": len(given),
+        "kept": len(kept),
+        "shares_given": shares_given,
+        "shares_kept": _bucket_shares(kept, column, index),
+    }
+
+
+def dropped_rows_text(dropped: dict) -> str:
+    """`the trainer's preprocessing dropped 786 of 2,005 rows (rare 20.0% -> 14.6% of rows, ...)`."""
+    text = f"the trainer's preprocessing dropped {dropped['given'] - dropped['kept']:,} of {dropped['given']:,} rows"
+    before, after = dropped.get("shares_given"), dropped.get("shares_kept")
+    if before and after:
+        order = [b for b in ("rare", "mid", "common", "unknown") if b in before or b in after]
+        order += sorted((set(before) | set(after)) - set(order))
+        parts = [f"{b} {100 * before.get(b, 0.0):.1f}% -> {100 * after.get(b, 0.0):.1f}%" for b in order]
+        text += f" (bucket shares of rows: {', '.join(parts)})"
+    return text
 
 
 def _check_not_empty(dataset: Any, when: str) -> None:
@@ -186,16 +279,26 @@ class DensitySamplingMixin:
         self._resume_checkpoint: str | None = None
         self._sampler_stats_key = None
         _check_not_empty(bound.arguments.get("train_dataset"), "")
+        if self._density_on(config):
+            self._check_supported(config, bound.arguments.get("train_dataset"))
+        if self.density_index is not None:
+            for name in ("train_dataset", "eval_dataset"):
+                bound.arguments[name] = _with_prompt_ids(bound.arguments.get(name), config.prompt_id_column, name)
+            if self._density_on(config) and density_sampler is None and config.density_missing == "error":
+                _check_coverage(bound.arguments.get("train_dataset"), config.prompt_id_column, self.density_index)
+        given_train = bound.arguments.get("train_dataset")
+        shares_given = _bucket_shares(given_train, config.prompt_id_column, self.density_index)
         given = {name: bound.arguments.get(name) for name in ("train_dataset", "eval_dataset")}
         prepared = dict(zip(given, self._prepare_density_datasets(config, *given.values())))
         for name, dataset in prepared.items():
             if dataset is not given[name]:
                 bound.arguments[name] = dataset
-        if self._density_on(config):
-            self._check_supported(config, bound.arguments.get("train_dataset"))
         super().__init__(*bound.args, **bound.kwargs)
         _check_not_empty(
             self.train_dataset, " after the trainer's preprocessing (it drops rows longer than `max_length`)"
+        )
+        self.density_rows_dropped = _rows_dropped(
+            given_train, self.train_dataset, shares_given, config.prompt_id_column, self.density_index
         )
         if self._density_on(config):
             if getattr(self, "calculate_KL", False):  # KTO's KL term
@@ -319,7 +422,10 @@ class DensitySamplingMixin:
         load_sampler_state(sampler, self._resume_checkpoint)
         self._active_sampler = sampler
         if hasattr(sampler, "summary") and self.is_world_process_zero():
-            print(density_summary_line(sampler), flush=True)  # at any log level: what the run trains on
+            line = density_summary_line(sampler)
+            if self.density_rows_dropped:
+                line += f"; {dropped_rows_text(self.density_rows_dropped)}"
+            print(line, flush=True)  # at any log level: what the run trains on
         return sampler
 
     def _density_schedule(self) -> AlphaSchedule | None:
@@ -363,10 +469,7 @@ class DensitySamplingMixin:
 
     # --- checkpoints ----------------------------------------------------------------------------------------------
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
-        checkpoint = resume_from_checkpoint
-        if checkpoint is True:
-            checkpoint = get_last_checkpoint(self.args.output_dir)
-        self._resume_checkpoint = checkpoint if isinstance(checkpoint, str) else None
+        self._resume_checkpoint = resume_path(self.args.output_dir, resume_from_checkpoint)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
 
     def _save_checkpoint(self, model, trial):
@@ -382,22 +485,73 @@ class DensitySamplingMixin:
         """Rows of the card's eval-by-bucket table (the reward trainer fills it)."""
         return {}
 
-    def create_model_card(self, *args, **kwargs):
-        super().create_model_card(*args, **kwargs)
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, *args, **kwargs):
+        """TRL's card, saying what TRL's template cannot: a local base model or one built from a config, local data
+        named as local (not as a Hub link), the output directory in the quick start when there is no Hub id; then the
+        density section."""
+        local_data = dataset_name if dataset_name and Path(dataset_name).exists() else None
+        super().create_model_card(
+            model_name or Path(self.args.output_dir).name, None if local_data else dataset_name, *args, **kwargs
+        )
         path = Path(self.args.output_dir, "README.md")
         if not self.is_world_process_zero() or not path.exists():
             return
+        path.write_text(
+            complete_card_text(
+                path.read_text(encoding="utf-8"),
+                base_model=_base_model_text(self.model),
+                model_ref=getattr(self, "hub_model_id", None) or self.args.output_dir,
+                local_data=local_data,
+            ),
+            encoding="utf-8",
+        )
         dataset = self.train_dataset
         columns = getattr(dataset, "column_names", None) or []
         sources = sorted(set(dataset.unique("src"))) if "src" in columns else []
         section = density_card_section(
-            self.args, self.density_index, self._active_sampler, sources, self._density_card_table()
+            self.args,
+            self.density_index,
+            self._active_sampler,
+            sources,
+            self._density_card_table(),
+            dropped=getattr(self, "density_rows_dropped", None),
         )
         with open(path, "a", encoding="utf-8") as f:
             f.write(section + self._density_card_extra())
 
     def _density_card_extra(self) -> str:
         return ""
+
+
+def _base_model_text(model) -> str:
+    """How the card names the model trained from: a Hub id as a link, a local directory as a path, else the config's
+    architecture."""
+    config = getattr(model, "config", None)
+    name = str(getattr(config, "_name_or_path", "") or "")  # TRL's `get_config_model_id`
+    if name and Path(name).exists():
+        return f"the local model `{name}`"
+    if name:
+        return f"[{name}](https://huggingface.co/{name})"
+    architectures = getattr(config, "architectures", None) or [getattr(config, "model_type", None) or "model"]
+    return f"a `{architectures[0]}` initialized from its config"
+
+
+def complete_card_text(text: str, *, base_model: str, model_ref: str, local_data: str | None) -> str:
+    """TRL's card with what its template writes as "None" filled in: the base model, the model the quick start
+    loads, and local training data named as such."""
+    import re
+
+    text = text.replace("[None](https://huggingface.co/None)", base_model)
+    text = text.replace('model="None"', f'model="{model_ref}"')
+    if local_data:
+        text = re.sub(
+            r"^(This model is a fine-tuned version of .*?)\.$",
+            lambda m: f"{m.group(1)} on the local data `{local_data}`.",
+            text,
+            count=1,
+            flags=re.MULTILINE,
+        )
+    return text
 
 
 _TRAINER_CACHE: dict[type, type] = {}

@@ -4,10 +4,12 @@ import copy
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Sampler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import RewardConfig, RewardTrainer
 
 from .config import DensityConfigMixin
@@ -19,10 +21,11 @@ from .groups import (
     group_metric_prefix,
     group_vocab,
     pop_group_labels,
+    read_seen_ids,
     write_seen_ids,
 )
 from .index import BUCKETS
-from .mixin import DensitySamplingMixin
+from .mixin import DensitySamplingMixin, resume_path
 
 
 logger = logging.getLogger(__name__)
@@ -156,11 +159,21 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
         return args
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
-        self._seen_ids = []
+        checkpoint = resume_path(self.args.output_dir, resume_from_checkpoint)
+        # a resumed run continues the ids its checkpoint recorded, so the file holds the whole run
+        self._seen_ids = read_seen_ids(checkpoint, self.args.process_index) if self.args.record_seen_ids else []
         result = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
         if self.args.record_seen_ids:
             write_seen_ids(self._seen_ids, self.args.output_dir, self.args.process_index)
         return result
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.record_seen_ids:
+            checkpoint = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            write_seen_ids(
+                self._seen_ids, str(Path(self._get_output_dir(trial=trial), checkpoint)), self.args.process_index
+            )
 
     # --- metrics --------------------------------------------------------------------------------------------------
     def _set_signature_columns_if_needed(self):

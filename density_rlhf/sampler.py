@@ -252,6 +252,17 @@ class DensitySampler(Sampler[int]):
 
 def _prompt_id_column(dataset: Any, column: str):
     if hasattr(dataset, "column_names"):
+        if column not in dataset.column_names and "prompt" in dataset.column_names:
+            from .utils import prompt_id
+
+            # No id column: the ids of the prompts (strings or messages), as `prompt_id` gives them.
+            ids = []
+            for row, prompt in enumerate(dataset["prompt"]):
+                try:
+                    ids.append(prompt_id(prompt))
+                except (TypeError, ValueError) as err:
+                    raise type(err)(f"row {row}, column 'prompt': {err}") from None
+            return ids
         if column not in dataset.column_names:
             raise ValueError(
                 f"dataset has no {column!r} column (columns: {dataset.column_names}); add it with "

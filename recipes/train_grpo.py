@@ -83,6 +83,7 @@ SECTION = "grpo"
 
 
 def main(script_args: GRPOScriptArguments, training_args: DensityGRPOConfig, model_args: ModelConfig):
+    checkpoint = last_checkpoint(training_args, script_args)  # before anything is loaded
     train, test = start_run(script_args, training_args, build_default_data)
     reward_funcs = load_reward_funcs(script_args.reward_funcs)
     logger.info(
@@ -102,7 +103,7 @@ def main(script_args: GRPOScriptArguments, training_args: DensityGRPOConfig, mod
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    return train_and_save(trainer, training_args, script_args, last_checkpoint(training_args))
+    return train_and_save(trainer, training_args, script_args, checkpoint)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ SECTION = "reward"
 
 
 def main(script_args: DensityScriptArguments, training_args: DensityRewardConfig, model_args: ModelConfig):
+    checkpoint = last_checkpoint(training_args, script_args)  # before anything is loaded
     train, test = start_run(script_args, training_args, build_default_data)
     logger.info("reward model, density sampling %s", training_args.density_sampling)
 
@@ -57,7 +58,7 @@ def main(script_args: DensityScriptArguments, training_args: DensityRewardConfig
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    return train_and_save(trainer, training_args, script_args, last_checkpoint(training_args))
+    return train_and_save(trainer, training_args, script_args, checkpoint)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ SECTION = None
 
 
 def main(script_args: DensityScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
+    checkpoint = last_checkpoint(training_args, script_args)  # before anything is loaded
     train, test = start_run(script_args, training_args, build_default_data)
     model, tokenizer = load_model_and_tokenizer(model_args, training_args, AutoModelForCausalLM)
     trainer = SFTTrainer(
@@ -47,7 +48,7 @@ def main(script_args: DensityScriptArguments, training_args: SFTConfig, model_ar
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    return train_and_save(trainer, training_args, script_args, last_checkpoint(training_args))
+    return train_and_save(trainer, training_args, script_args, checkpoint)
 
 
 if __name__ == "__main__":

@@ -166,11 +166,10 @@ def test_unsupported_settings_are_refused(pipe, tmp_path):
     with pytest.raises(TypeError, match=r"density_config\(DPOConfig\)"):
         plain = DPOConfig(str(tmp_path), use_cpu=True, bf16=False)
         with_density_sampling(DPOTrainer)(pipe["policy"], args=plain, train_dataset=pipe["pairs"])
-    args = density_config(DPOConfig)(str(tmp_path), density_index_path=pipe["index"], **COMMON)
-    with pytest.raises(ValueError, match="'prompt_id' column"):
-        with_density_sampling(DPOTrainer)(
-            pipe["policy"], args=args, train_dataset=pipe["pairs"].remove_columns("prompt_id")
-        )
+    args = density_config(SFTConfig)(str(tmp_path), density_index_path=pipe["index"], **COMMON)
+    text_only = pipe["sft"].map(lambda x: {"text": x["prompt"] + x["completion"]}).select_columns(["text"])
+    with pytest.raises(ValueError, match="'prompt_id' column"):  # no prompt to take an id from
+        with_density_sampling(SFTTrainer)(pipe["policy"], args=args, train_dataset=text_only)
     with pytest.raises(ValueError, match="implemented by DensityRewardTrainer only"):
         build(pipe, "dpo", tmp_path, record_seen_ids=True)
     with pytest.raises(ValueError, match="density_bucket_column feeds"):
@@ -178,6 +177,14 @@ def test_unsupported_settings_are_refused(pipe, tmp_path):
     args = density_config(DPOConfig)(str(tmp_path), density_index_path=pipe["index"], **COMMON)
     with pytest.raises(ValueError, match="map-style dataset"):
         with_density_sampling(DPOTrainer)(pipe["policy"], args=args, train_dataset=pipe["pairs"].to_iterable_dataset())
+
+
+def test_without_an_id_column_the_trainer_adds_one_and_leaves_the_callers_dataset(pipe, tmp_path):
+    args = density_config(DPOConfig)(str(tmp_path), density_index_path=pipe["index"], **COMMON)
+    given = pipe["pairs"].remove_columns("prompt_id")
+    trainer = with_density_sampling(DPOTrainer)(pipe["policy"], args=args, train_dataset=given)
+    assert "prompt_id" not in given.column_names
+    assert trainer.train_dataset["prompt_id"] == pipe["pairs"]["prompt_id"]
 
 
 def test_with_density_off_the_trainer_is_its_base(pipe, tmp_path):

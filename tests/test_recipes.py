@@ -9,7 +9,7 @@ from density_rlhf import DensityGRPOConfig, DensityRewardConfig
 from density_rlhf.experiment.design import DENSITY_SAMPLING, RM_OF
 from density_rlhf.experiment.graph import OVERRIDE_SECTIONS, RunnerArguments
 from density_rlhf.experiment.prepare import PrepareDataArguments
-from density_rlhf.recipes import train_grpo, train_rm
+from density_rlhf.recipes import train_dpo, train_grpo, train_kto, train_rloo, train_rm
 from density_rlhf.scripts import (
     BuildDensityArguments,
     DensityScriptArguments,
@@ -35,6 +35,9 @@ FLAT_TYPES = {
     "run_hypotheses.yaml": [RunnerArguments],
     "run_null_world.yaml": [RunnerArguments],
     "run_baselines.yaml": [RunnerArguments],
+    "dpo.yaml": list(train_dpo.DATACLASSES),
+    "kto.yaml": list(train_kto.DATACLASSES),
+    "rloo.yaml": list(train_rloo.DATACLASSES),
 }
 RECIPE_YAMLS = sorted(p for p in (REPO / "recipes").rglob("*.yaml"))
 GPU_OVERRIDES = ["--bf16", "false", "--use_cpu", "true"]

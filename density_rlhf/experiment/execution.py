@@ -17,6 +17,8 @@ from .graph import Stage
 
 
 MARKER = ".density_rlhf_stage.json"
+# The recipes that train, and so take `--resume_from_checkpoint`.
+TRAINING_SCRIPTS = ("train_sft.py", "train_rm.py", "train_grpo.py", "train_dpo.py", "train_kto.py", "train_rloo.py")
 
 
 class StageFailed(RuntimeError):
@@ -44,7 +46,9 @@ def _command(stage: Stage, launcher: str, own_port: bool = False) -> list[str]:
     if own_port and "launch" in prefix and not any(w.startswith("--main_process_port") for w in prefix):
         at = prefix.index("launch") + 1
         prefix[at:at] = ["--main_process_port", str(free_port())]
-    return [*prefix, script, *config, *stage.args]
+    # A training stage resumes its own checkpoints (the recipes resume only when asked); none there: it starts anew.
+    resume = ["--resume_from_checkpoint", "true"] if stage.script in TRAINING_SCRIPTS else []
+    return [*prefix, script, *config, *stage.args, *resume]
 
 
 def run_stage(stage: Stage, launcher: str, log_dir: Path, index: int, total: int, threads: int = 0) -> dict[str, Any]:

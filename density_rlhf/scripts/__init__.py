@@ -3,6 +3,7 @@
 
 from .recipe import (
     RECIPES_DIR,
+    ConfigError,
     ConfigKeyError,
     MissingInputError,
     RecipeError,
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_DENSITY_DIR",
     "RECIPES_DIR",
     "BuildDensityArguments",
+    "ConfigError",
     "ConfigKeyError",
     "DensityReportArguments",
     "DensityScriptArguments",

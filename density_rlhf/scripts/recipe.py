@@ -35,7 +35,7 @@ def _recipes_dir() -> Path:
 
 
 RECIPES_DIR = _recipes_dir()
-SECTIONS = ("reward", "grpo", "sft", "evaluate")
+SECTIONS = ("reward", "grpo", "sft", "dpo", "kto", "rloo", "evaluate")
 # Keys a recipe YAML may hold besides the parsed fields: TRL's `env`, the `defaults:` file and the sections.
 STRUCTURAL_KEYS = ("env", "defaults", *SECTIONS)
 
@@ -124,7 +124,7 @@ def parse_args(
         print(recipe_help(dataclass_types, full="--help_all" in args))
         raise SystemExit(0)
     if "--config" not in args:
-        return TrlParser(dataclass_types).parse_args_and_config(args)
+        return _parse(TrlParser(dataclass_types), args, "the command line")
     i = args.index("--config") + 1
     path = resolve_config(args[i])
     config = load_config(path, section)
@@ -134,14 +134,26 @@ def parse_args(
         flat = Path(tmp) / Path(path).name
         flat.write_text(yaml.safe_dump(config))
         args[i] = str(flat)
-        return TrlParser(dataclass_types).parse_args_and_config(args)
+        return _parse(TrlParser(dataclass_types), args, path)
+
+
+def _parse(parser, args: list[str], source: str) -> tuple:
+    """`parser.parse_args_and_config(args)`; a config's `__post_init__` refusal becomes a `ConfigError` (one line)."""
+    try:
+        return parser.parse_args_and_config(args)
+    except ValueError as err:
+        if isinstance(err, RecipeError):
+            raise
+        raise ConfigError(f"{source}: {err}") from err
 
 
 # Inherited fields that the recipes refuse (`DensityScriptArguments.__post_init__`): not offered in the help.
 REFUSED_FIELDS = ("dataset_streaming", "ignore_bias_buffers")
 # The `density-rlhf` command running this recipe (set by `density_rlhf.cli`), for the help's usage line.
 COMMAND_ENV = "DENSITY_RLHF_COMMAND"
-LAUNCHED_COMMANDS = ("sft", "rm", "grpo")
+# Set (by `density-rlhf --debug`) to show a recipe error's traceback instead of its one line.
+DEBUG_ENV = "DENSITY_RLHF_DEBUG"
+LAUNCHED_COMMANDS = ("sft", "rm", "grpo", "dpo", "kto", "rloo")
 
 
 def recipe_help(dataclass_types: Sequence[type], full: bool = False) -> str:
@@ -226,6 +238,10 @@ class ConfigKeyError(RecipeError, ValueError):
     """A recipe YAML key that no field takes, or a key given twice."""
 
 
+class ConfigError(RecipeError, ValueError):
+    """A recipe setting that a config's validation refused (its `__post_init__`)."""
+
+
 @contextlib.contextmanager
 def distributed_run() -> Iterator[None]:
     """End every recipe with its process group shut down: a barrier after success, then `destroy_process_group`.
@@ -244,6 +260,8 @@ def distributed_run() -> Iterator[None]:
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
     except RecipeError as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
         raise SystemExit(f"error: {err}") from None
     finally:
         # Trainers and DeepSpeed engines live in reference cycles and hold process groups; a group destroyed only at

@@ -11,7 +11,7 @@ from datasets import DatasetDict, load_from_disk
 
 from ..data.prompts import prompt_table
 from ..estimators import DEFAULT_DUPLICATE_TOLERANCE, DEFAULT_MAX_WEIGHT_RATIO, DEFAULT_TARGET_ESS
-from .recipe import MissingInputError, RecipeError
+from .recipe import ConfigError, MissingInputError, RecipeError
 
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def build_density(
     prompts; the main process builds, reports and saves the index while the others wait, then load it."""
 
     from ..embedding import DEFAULT_EMBEDDER
-    from ..index import DensityIndex
+    from ..index import DensityIndex, check_build_arguments
 
     state = _process_state() if across_processes else None
     main = state is None or state.is_main_process
@@ -238,6 +238,24 @@ def build_density(
     table = prompt_table(data[args.split])
     prompts = [row["prompt"] for row in table]
     cluster_labels = prompt_column(data[args.split], args.cluster_column, table) if args.cluster_column else None
+    try:  # every setting that can be checked from the prompt count, before the embedder is loaded
+        check_build_arguments(
+            len(prompts),
+            k=args.k,
+            alpha=args.alpha,
+            estimator=args.estimator,
+            max_weight_ratio=args.max_weight_ratio,
+            target_ess=args.target_ess,
+            uniform_mix=args.uniform_mix,
+            duplicate_tolerance=args.duplicate_tolerance,
+            bucket_quantiles=args.bucket_quantiles,
+            n_clusters=args.n_clusters,
+            cluster_labels=cluster_labels,
+        )
+    except ValueError as err:
+        raise ConfigError(
+            f"{err} ({len(prompts)} distinct prompts in {args.data_dir}, split {args.split!r})"
+        ) from None
     embeddings = embed_across_processes(prompts, args, args.density_dir) if state is not None else None
     index = None
     if main:

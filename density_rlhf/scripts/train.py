@@ -43,6 +43,10 @@ class DensityScriptArguments(ScriptArguments):
             missing directory with `false`.
         max_train_samples / max_eval_samples (`int` or `None`, *optional*):
             Keep only the first rows of each split (for smoke runs).
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            Train from the start into an `output_dir` that holds checkpoints, deleting those checkpoints first. Without
+            it such an `output_dir` is an error unless `resume_from_checkpoint` is set (`true`: the newest checkpoint
+            there; or a checkpoint's path).
 
     `dataset_streaming` and `ignore_bias_buffers` (from TRL) are refused with a `ValueError`: they would have no
     effect.
@@ -54,6 +58,10 @@ class DensityScriptArguments(ScriptArguments):
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval split."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train from the start into an output_dir with checkpoints, deleting those checkpoints."},
+    )
 
     def __post_init__(self):
         # Inherited from TRL's ScriptArguments but without an effect here: refuse them instead of ignoring them.
@@ -128,16 +136,56 @@ def start_run(
     return train, test
 
 
-def last_checkpoint(training_args) -> str | None:
-    """The checkpoint to resume from: `resume_from_checkpoint`, or the newest in `output_dir` when it exists."""
-    if training_args.resume_from_checkpoint:
-        return training_args.resume_from_checkpoint
-    if os.path.isdir(training_args.output_dir):
-        checkpoint = transformers.trainer_utils.get_last_checkpoint(training_args.output_dir)
-        if checkpoint is not None:
-            logger.info("resuming from %s", checkpoint)
-        return checkpoint
-    return None
+_RESUME_LATEST = ("true", "latest")
+_NO_RESUME = ("false", "")
+
+
+def last_checkpoint(training_args, script_args: DensityScriptArguments | None = None) -> str | None:
+    """The checkpoint to resume from, only when asked, as in TRL's scripts: `resume_from_checkpoint` `true` takes the
+    newest checkpoint in `output_dir` (none there: train from the start), a path takes that checkpoint. An
+    `output_dir` holding checkpoints with no `resume_from_checkpoint` is a `RecipeError` naming both choices, unless
+    `script_args.overwrite_output_dir` (its checkpoints are then deleted and training starts anew). Call it before
+    loading anything, on every rank."""
+    value = training_args.resume_from_checkpoint
+    output_dir = training_args.output_dir
+    existing = transformers.trainer_utils.get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    asked = None if value is None or str(value).strip().lower() in _NO_RESUME else str(value)
+    if asked is None:
+        if existing is None:
+            return None
+        if script_args is not None and script_args.overwrite_output_dir:
+            _delete_checkpoints(output_dir)
+            return None
+        raise RecipeError(
+            f"output_dir {output_dir} already holds checkpoints (newest {Path(existing).name}): resume with "
+            "`--resume_from_checkpoint true` (or a checkpoint's path), or train anew with another `--output_dir` or "
+            "`--overwrite_output_dir true` (deletes its checkpoints)."
+        )
+    if asked.lower() in _RESUME_LATEST:
+        if existing is None:
+            logger.info("resume_from_checkpoint: no checkpoint in %s yet, training from the start", output_dir)
+            return None
+        logger.info("resuming from %s", existing)
+        return existing
+    if not os.path.isdir(asked):
+        raise RecipeError(f"resume_from_checkpoint {asked!r} is not a directory: give a checkpoint's path, or `true`.")
+    logger.info("resuming from %s", asked)
+    return asked
+
+
+def _delete_checkpoints(output_dir: str) -> None:
+    """Delete the `checkpoint-*` directories of `output_dir` on the main process; every rank waits for it."""
+    import shutil
+
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.is_main_process:
+        for path in sorted(Path(output_dir).glob(f"{transformers.trainer_utils.PREFIX_CHECKPOINT_DIR}-*")):
+            if path.is_dir():
+                shutil.rmtree(path)
+        logger.warning("overwrite_output_dir: deleted the checkpoints in %s, training from the start", output_dir)
+    state.wait_for_everyone()
 
 
 def train_and_save(trainer, training_args, script_args, checkpoint: str | None) -> dict[str, float]:
