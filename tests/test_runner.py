@@ -74,9 +74,12 @@ def test_failing_stage_names_itself_and_its_log(smoke_run, tmp_path):
     root, _ = smoke_run
     bad = tmp_path / "sft_bad.yaml"
     bad.write_text("learning_rate: not-a-number\n")
-    with pytest.raises(StageFailed, match=r"stage sft\[seed=0\] failed .*log: .*sft_seed0\.log"):
+    with pytest.raises(StageFailed, match=r"stage sft\[seed=0\] failed .*log: .*sft_seed0\.log") as err:
         run(RunnerArguments(output_dir=str(root), sft_config=str(bad), **SMOKE))
     assert (root / "world0" / "data" / "dataset").exists()  # earlier outputs are kept
+    # the failure carries the end of the stage's own log: the parser's error line, not only the exit code
+    last = str(err.value).strip().splitlines()[-1]
+    assert "error: argument --learning_rate" in last and "not-a-number" in last, str(err.value)
 
 
 def test_scale_config_without_gpu_is_refused_up_front(tmp_path):
