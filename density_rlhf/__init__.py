@@ -8,9 +8,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .utils import add_prompt_ids, normalize_text, prompt_id, prompt_text, unique_prompts
+from .version import __version__
 
-
-__version__ = "0.2.0.dev0"
 
 _LAZY = {
     "DensitySampler": "density_rlhf.sampler",

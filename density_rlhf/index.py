@@ -2,7 +2,7 @@
 
 The pieces live in their own modules: the estimators, the duplicate rule, the weighting and the buckets are pure
 functions in `density_rlhf.estimators`; embedding in `density_rlhf.embedding`; FAISS search in `density_rlhf.knn`;
-the saved form (checksums, Hub) in `density_rlhf.artifact`. This class ties them together.
+the saved form (checksums, Hub) in `density_rlhf.index_files`. This class ties them together.
 """
 
 import copy
@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .artifact import index_card, load_index, push_index_to_hub, save_index
 from .clusters import centroids_of, default_n_clusters, kmeans, labels_from_values, nearest_centroid
 from .embedding import DEFAULT_EMBEDDER, embed_prompts
 from .estimators import (
@@ -32,7 +30,9 @@ from .estimators import (
     log_density,
     normalize_bounds,
 )
+from .index_files import index_card, push_folder_to_hub, read_index_files, write_index_files
 from .knn import INDEX_TYPES, drop_self_matches, find_duplicates, knn_search, make_faiss_index
+from .version import __version__
 
 
 __all__ = ["BUCKETS", "DEFAULT_EMBEDDER", "INDEX_TYPES", "DensityIndex", "drop_self_matches", "embed_prompts"]
@@ -431,9 +431,18 @@ class DensityIndex:
 
     def report(self, out_dir: str | Path, n_examples: int = 20) -> Path:
         """Write the weights report (PNGs, markdown, JSON) into `out_dir`; see `density_rlhf.weights_report`."""
-        from .weights_report import write_weights_report
+        from .weights_report import ReportInput, write_weights_report
 
-        return write_weights_report(self, out_dir, n_examples)
+        view = ReportInput(
+            weights=self.weights,
+            buckets=self.buckets,
+            prompt_ids=self.prompt_ids,
+            texts=self.prompts or self.prompt_ids,
+            duplicate_of=self.duplicate_of,
+            embeddings=self.embeddings,
+            summary=self.summary(),
+        )
+        return write_weights_report(view, out_dir, n_examples)
 
     @property
     def bucket_by_prompt_id(self) -> dict[str, str]:
@@ -486,8 +495,24 @@ class DensityIndex:
                 )
 
     def save(self, directory: str | Path) -> Path:
-        """Write the index atomically to `directory` (`density_rlhf.artifact`)."""
-        return save_index(self, directory)
+        """Write the index atomically to `directory` (`density_rlhf.index_files`)."""
+        arrays = {
+            "embeddings": self.embeddings,
+            "knn_distances": self.knn_distances,
+            "knn_indices": self.knn_indices,
+            "duplicate_of": self.duplicate_of,
+            "cluster_labels": self.cluster_labels,
+            "cluster_centroids": self.cluster_centroids,
+        }
+        return write_index_files(
+            directory,
+            arrays=arrays,
+            prompt_ids=self.prompt_ids,
+            prompts=self.prompts,
+            faiss_index=self.faiss_index,
+            metadata=self.metadata,
+            summary=self.summary(),
+        )
 
     @classmethod
     def load(
@@ -500,14 +525,31 @@ class DensityIndex:
         load_faiss: bool = True,
     ) -> "DensityIndex":
         """Load and verify (sha256 of every file) an index written by `save`; optional compatibility checks."""
-        return load_index(cls, directory, embedder=embedder, dim=dim, prompt_ids=prompt_ids, load_faiss=load_faiss)
+        files = read_index_files(directory, load_faiss=load_faiss)
+        arrays = files["arrays"]
+        index = cls(
+            files["prompt_ids"],
+            arrays["embeddings"],
+            arrays["knn_distances"],
+            arrays["knn_indices"],
+            files["metadata"],
+            files["faiss_index"],
+            duplicate_of=arrays["duplicate_of"],
+            prompts=files["prompts"],
+            cluster_labels=arrays.get("cluster_labels"),
+            cluster_centroids=arrays.get("cluster_centroids"),
+        )
+        index.check_compatible(embedder=embedder, dim=dim, prompt_ids=prompt_ids)
+        return index
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, commit_message: str | None = None) -> str:
         """Upload the saved index as a Hub dataset repo with a small card. The token comes from the environment."""
-        return push_index_to_hub(self, repo_id, private=private, commit_message=commit_message)
+        return push_folder_to_hub(
+            self.save, self.model_card(repo_id), repo_id, private=private, commit_message=commit_message
+        )
 
     def model_card(self, repo_id: str) -> str:
-        return index_card(self, repo_id)
+        return index_card(self.summary(), repo_id)
 
 
 def _kmeans_clusters(

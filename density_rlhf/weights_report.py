@@ -4,16 +4,29 @@ Written by `DensityIndex.report(out_dir)` and by the density stage (`recipes/bui
 """
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .estimators import effective_sample_size
 
 
-if TYPE_CHECKING:
-    from .index import DensityIndex
+@dataclass(frozen=True)
+class ReportInput:
+    """What the report reads of an index: per-prompt weights, buckets, ids, texts, duplicate groups, embeddings and the
+    index's summary."""
+
+    weights: np.ndarray
+    buckets: Sequence[str]
+    prompt_ids: Sequence[str]
+    texts: Sequence[str]
+    duplicate_of: np.ndarray
+    embeddings: np.ndarray
+    summary: dict[str, Any]
+
 
 _COLORS = {"rare": "tab:red", "mid": "tab:gray", "common": "tab:blue"}
 
@@ -44,11 +57,11 @@ def _short(text: str, width: int = 110) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def report_data(index: "DensityIndex", n_examples: int = 20) -> dict[str, Any]:
+def report_data(index: ReportInput, n_examples: int = 20) -> dict[str, Any]:
     """Everything the report shows, as JSON-ready numbers and texts."""
     w = index.weights
     buckets = np.asarray(index.buckets)
-    texts = index.prompts or index.prompt_ids
+    texts = index.texts
     order = np.argsort(-w, kind="stable")  # heaviest (rarest) first
     shares = {
         b: {"rows": float((buckets == b).mean()), "mass": float(w[buckets == b].sum())}
@@ -74,7 +87,7 @@ def report_data(index: "DensityIndex", n_examples: int = 20) -> dict[str, Any]:
         ]
 
     return {
-        "summary": index.summary(),
+        "summary": index.summary,
         "ess": effective_sample_size(w),
         "bucket_shares": shares,
         "rarest": rows(order[:n_examples]),
@@ -135,7 +148,7 @@ def _markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_weights_report(index: "DensityIndex", out_dir: str | Path, n_examples: int = 20) -> Path:
+def write_weights_report(index: ReportInput, out_dir: str | Path, n_examples: int = 20) -> Path:
     """Write the PNGs, `weights_report.md` and `weights_report.json` for `index` into `out_dir`; return the md path."""
     plt = _pyplot()
     out = Path(out_dir)

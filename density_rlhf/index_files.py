@@ -1,21 +1,19 @@
-"""The saved form of a `DensityIndex`: arrays as `.npy` (no pickle), ids and prompts as JSON, the FAISS index,
+"""The files of a saved `DensityIndex`: arrays as `.npy` (no pickle), ids and prompts as JSON, the FAISS index,
 `metadata.json` with a sha256 of every other file and of its own content (all verified on load), written atomically;
-and its Hub upload and card. Weights and densities are not saved: they are recomputed from the kNN distances."""
+and their Hub upload and card. Weights and densities are not saved: they are recomputed from the kNN distances.
+The functions take and return plain arrays and dicts; `DensityIndex.save` / `load` put them together."""
 
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
-
-if TYPE_CHECKING:
-    from .index import DensityIndex
 
 _FILES = {
     "embeddings": "embeddings.npy",
@@ -44,34 +42,40 @@ def _metadata_digest(metadata: dict) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def save_index(self: "DensityIndex", directory: str | Path) -> Path:
-    """Write the index atomically to `directory` (temporary directory, then rename)."""
+ARRAYS = ("embeddings", "knn_distances", "knn_indices", "duplicate_of", "cluster_labels", "cluster_centroids")
+
+
+def write_index_files(
+    directory: str | Path,
+    *,
+    arrays: dict[str, np.ndarray],
+    prompt_ids: list[str],
+    prompts: list[str] | None,
+    faiss_index: Any,
+    metadata: dict[str, Any],
+    summary: dict[str, Any],
+) -> Path:
+    """Write an index's files atomically to `directory` (temporary directory, then rename); `arrays` are named as in
+    `ARRAYS` (`None` values are left out)."""
     import faiss
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        arrays = {
-            "embeddings": self.embeddings,
-            "knn_distances": self.knn_distances,
-            "knn_indices": self.knn_indices,
-            "duplicate_of": self.duplicate_of,
-        }
-        if self.cluster_labels is not None:
-            arrays.update(cluster_labels=self.cluster_labels, cluster_centroids=self.cluster_centroids)
+        arrays = {key: array for key, array in arrays.items() if array is not None}
         for key, array in arrays.items():
             np.save(tmp / _FILES[key], np.ascontiguousarray(array), allow_pickle=False)
-        (tmp / _FILES["prompt_ids"]).write_text(json.dumps(self.prompt_ids))
-        if self.prompts is not None:
-            (tmp / _FILES["prompts"]).write_text(json.dumps(self.prompts, ensure_ascii=False))
-        if self.faiss_index is not None:
-            index = self.faiss_index
+        (tmp / _FILES["prompt_ids"]).write_text(json.dumps(prompt_ids))
+        if prompts is not None:
+            (tmp / _FILES["prompts"]).write_text(json.dumps(prompts, ensure_ascii=False))
+        if faiss_index is not None:
+            index = faiss_index
             if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(index).__name__:
                 index = faiss.index_gpu_to_cpu(index)
             faiss.write_index(index, str(tmp / _FILES["index"]))
         files = sorted(p.name for p in tmp.iterdir())
-        metadata = {**self.metadata, "summary": self.summary(), "files": {f: _sha256(tmp / f) for f in files}}
+        metadata = {**metadata, "summary": summary, "files": {f: _sha256(tmp / f) for f in files}}
         metadata["metadata_sha256"] = _metadata_digest(metadata)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
         if directory.exists():
@@ -88,16 +92,9 @@ def save_index(self: "DensityIndex", directory: str | Path) -> Path:
     return directory
 
 
-def load_index(
-    cls: type,
-    directory: str | Path,
-    *,
-    embedder: str | None = None,
-    dim: int | None = None,
-    prompt_ids: Sequence[str] | None = None,
-    load_faiss: bool = True,
-) -> "DensityIndex":
-    """Load and verify (sha256 of every file) an index written by `save`; optional compatibility checks."""
+def read_index_files(directory: str | Path, *, load_faiss: bool = True) -> dict[str, Any]:
+    """Read and verify (sha256 of every file) what `write_index_files` wrote: `{"prompt_ids", "arrays", "metadata",
+    "faiss_index", "prompts"}`."""
     directory = Path(directory)
     meta_path = directory / "metadata.json"
     if not meta_path.exists():
@@ -120,14 +117,7 @@ def load_index(
     metadata.pop("metadata_sha256", None)
     arrays = {
         key: np.load(directory / _FILES[key], allow_pickle=False)
-        for key in (
-            "embeddings",
-            "knn_distances",
-            "knn_indices",
-            "duplicate_of",
-            "cluster_labels",
-            "cluster_centroids",
-        )
+        for key in ARRAYS
         if (directory / _FILES[key]).exists()
     }
     if "duplicate_of" not in arrays:
@@ -142,33 +132,21 @@ def load_index(
         faiss_index = faiss.read_index(str(directory / _FILES["index"]))
     prompts_path = directory / _FILES["prompts"]
     prompts = json.loads(prompts_path.read_text()) if prompts_path.exists() else None
-    index = cls(
-        ids,
-        arrays["embeddings"],
-        arrays["knn_distances"],
-        arrays["knn_indices"],
-        metadata,
-        faiss_index,
-        duplicate_of=arrays["duplicate_of"],
-        prompts=prompts,
-        cluster_labels=arrays.get("cluster_labels"),
-        cluster_centroids=arrays.get("cluster_centroids"),
-    )
-    index.check_compatible(embedder=embedder, dim=dim, prompt_ids=prompt_ids)
-    return index
+    return {"prompt_ids": ids, "arrays": arrays, "metadata": metadata, "faiss_index": faiss_index, "prompts": prompts}
 
 
-def push_index_to_hub(
-    self: "DensityIndex", repo_id: str, *, private: bool | None = None, commit_message: str | None = None
+def push_folder_to_hub(
+    write: Callable[[Path], Path], card: str, repo_id: str, *, private: bool | None, commit_message: str | None
 ) -> str:
-    """Upload the saved index as a Hub dataset repo with a small card. The token comes from the environment."""
+    """Upload the folder `write(path)` writes, with `card` as its README, as a Hub dataset repo. The token comes from
+    the environment."""
     from huggingface_hub import HfApi
 
     api = HfApi()
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = save_index(self, Path(tmp) / "index")
-        (folder / "README.md").write_text(index_card(self, repo_id))
+        folder = write(Path(tmp) / "index")
+        (folder / "README.md").write_text(card)
         commit = api.upload_folder(
             repo_id=repo_id,
             repo_type="dataset",
@@ -178,9 +156,9 @@ def push_index_to_hub(
     return getattr(commit, "commit_url", str(commit))
 
 
-def index_card(self: "DensityIndex", repo_id: str) -> str:
-    s = self.summary()
-    rows = "\n".join(f"| {key} | {value} |" for key, value in s.items())
+def index_card(summary: dict[str, Any], repo_id: str) -> str:
+    """The Hub card of a saved index: how to load it and its summary as a table."""
+    rows = "\n".join(f"| {key} | {value} |" for key, value in summary.items())
     return (
         f"---\ntags:\n- density-rlhf\n---\n\n# {repo_id}\n\nA `density_rlhf.DensityIndex`: prompt embeddings, a FAISS "
         "kNN index and density-based sampling weights.\n\n```python\nfrom density_rlhf import DensityIndex\n"
