@@ -39,8 +39,8 @@ from density_rlhf import (
 )
 from density_rlhf.experiment.prepare import PrepareDataArguments, prepare_data
 from density_rlhf.experiment.world import GroundTruthReward
+from density_rlhf.recipe_kit import BuildDensityArguments, build_density
 from density_rlhf.reward_model import RewardModelScorer
-from density_rlhf.scripts import BuildDensityArguments, build_density
 
 
 COMMON = dict(use_cpu=True, bf16=False, report_to=[], save_strategy="no", seed=0, disable_tqdm=True)

@@ -1,7 +1,7 @@
 """Stress the 2-process `accelerate launch` tests: run them N times in a row beside a CPU-bound process.
 
 A 2-process run that finished its work could still abort at exit under load (rank 1: "terminate called without an
-active exception", exit -6) before the recipes shut their process group down (`density_rlhf.scripts.recipe.distributed_run`).
+active exception", exit -6) before the recipes shut their process group down (`density_rlhf.recipe_kit.recipe.distributed_run`).
 This repeats the two launch tests with a busy-looping process beside them and counts the outcomes; it stops at the
 first failure and keeps that run's output.
 

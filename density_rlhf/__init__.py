@@ -7,7 +7,7 @@ Heavy dependencies (FAISS, sentence-transformers, the trainers) are imported laz
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .utils import add_prompt_ids, normalize_text, prompt_id, prompt_text, unique_prompts
+from .prompts import add_prompt_ids, normalize_text, prompt_id, prompt_text, unique_prompts
 from .version import __version__
 
 

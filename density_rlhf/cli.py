@@ -18,7 +18,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from .scripts.recipe import COMMAND_ENV, DEBUG_ENV, RECIPES_DIR
+from .recipe_kit.recipe import COMMAND_ENV, DEBUG_ENV, RECIPES_DIR
 
 
 # command -> (recipe script, launched through accelerate, help line)

@@ -35,7 +35,7 @@ class DensityConfigMixin:
         density_bucket_quantiles (`list[float]` or `None`, *optional*):
             Override the index's density quantiles separating rare / mid / common.
         eval_group_columns (`list[str]` or `None`, *optional*):
-            Extra columns to report evaluation metrics by; default `topic` and `is_rare` when present
+            Extra columns to report evaluation metrics by, besides the density bucket (e.g. a topic column)
             (`DensityRewardTrainer` only; refused by other trainers).
         record_seen_ids (`bool`, *optional*, defaults to `False`):
             Write the `id` of every training row each rank saw to `<output_dir>/seen_ids_rank<k>.json`, in order
@@ -70,7 +70,10 @@ class DensityConfigMixin:
         default=None, metadata={"help": "Density quantiles separating rare/mid/common."}
     )
     eval_group_columns: list[str] | None = field(
-        default=None, metadata={"help": "Columns to report eval metrics by (default: topic, is_rare if present)."}
+        default=None,
+        metadata={
+            "help": "Extra columns to report eval metrics by, besides the density bucket (e.g. a topic column)."
+        },
     )
     record_seen_ids: bool = field(
         default=False,
@@ -116,6 +119,22 @@ class DensityConfigMixin:
             raise ValueError(f"density_{err}") from None
         if self.density_bucket_quantiles is not None and len(self.density_bucket_quantiles) != 2:
             raise ValueError("density_bucket_quantiles needs two values, e.g. `--density_bucket_quantiles 0.2 0.8`.")
+
+
+# Fields of the shared density mixin that only `DensityRewardTrainer` implements.
+REWARD_ONLY_FIELDS = ("record_seen_ids", "eval_group_columns")
+
+
+def refuse_reward_only_fields(args: DensityConfigMixin, owner: str) -> None:
+    """`ValueError` when `args` sets a field that only `DensityRewardTrainer` implements (`REWARD_ONLY_FIELDS`), so
+    that `owner` (a config or trainer name) refuses it instead of ignoring it."""
+    used = [name for name in REWARD_ONLY_FIELDS if getattr(args, name) not in (None, False)]
+    if used:
+        verb = "is" if len(used) == 1 else "are"
+        raise ValueError(
+            f"{' and '.join(used)} {verb} implemented by DensityRewardTrainer only; remove {'it' if len(used) == 1 else 'them'} "
+            f"from the {owner}."
+        )
 
 
 _CONFIG_CACHE: dict[type, type] = {}

@@ -1,12 +1,11 @@
 """Prompt embeddings: the sentence-transformers embedder (the offline MiniLM by default), unit-normalised."""
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-
-from .utils import whole_weights
 
 
 logger = logging.getLogger(__name__)
@@ -100,3 +99,25 @@ def embed_prompts(
     """
     _, embeddings = embed_shard(prompts, embedder, batch_size=batch_size, device=device, show_progress=show_progress)
     return embeddings
+
+
+@contextlib.contextmanager
+def whole_weights() -> Iterator[None]:
+    """Load helper models (the prompt embedder) with whole weights even while a ZeRO-3 config is active.
+
+    `TrainingArguments` registers its DeepSpeed config globally, and under ZeRO-3 `from_pretrained` then partitions
+    every model it loads. A helper that no DeepSpeed engine wraps would keep empty weights on every rank
+    ("'weight' must be 2-D"). transformers has no public switch for this, so the registration is lifted here.
+    """
+    from transformers.integrations import deepspeed
+
+    ref = deepspeed._hf_deepspeed_config_weak_ref
+    config = ref() if ref is not None else None
+    if config is None:
+        yield
+        return
+    deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        deepspeed.set_hf_deepspeed_config(config)

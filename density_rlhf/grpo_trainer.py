@@ -12,8 +12,8 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import nanstd
 
 from .advantages import ADVANTAGE_MODES, compute_advantages, softmax_weights, weight_statistics
-from .config import DensityConfigMixin
-from .groups import BUCKET_COLUMN, add_bucket_column
+from .config import DensityConfigMixin, refuse_reward_only_fields
+from .eval_groups import BUCKET_COLUMN, add_bucket_column
 from .index import BUCKETS
 from .mixin import DensitySamplingMixin
 from .reward_model import RewardModelScorer, completion_text
@@ -73,26 +73,16 @@ class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
                 f"(`sum_then_normalize`); multi_objective_aggregation={self.multi_objective_aggregation!r} would be "
                 "ignored. Set multi_objective_aggregation: sum_then_normalize, or advantage_mode: grpo."
             )
-        # Fields of the shared density mixin that only the reward-model trainer implements: refuse them here
-        # rather than accept and ignore them.
-        if self.record_seen_ids:
-            raise ValueError(
-                "record_seen_ids is implemented by DensityRewardTrainer only; remove it from the GRPO config."
-            )
-        if self.eval_group_columns is not None:
-            raise ValueError(
-                "eval_group_columns is implemented by DensityRewardTrainer only; the GRPO trainer logs density/* "
-                "metrics per bucket. Remove it from the GRPO config."
-            )
+        refuse_reward_only_fields(self, "GRPO config")
 
 
 class DensityGRPOTrainer(DensitySamplingMixin, GRPOTrainer):
-    """[`~trl.GRPOTrainer`] with density-weighted prompt sampling (Hypotheses C and D), the advantage modes of
+    """[`~trl.GRPOTrainer`] with density-weighted prompt sampling, the advantage modes of
     `density_rlhf.advantages`, an optional SFT term, and per-density-bucket reward logging.
 
     Args:
         model: as for [`~trl.GRPOTrainer`].
-        reward_funcs: as for [`~trl.GRPOTrainer`]; `args.reward_model_path` and the ground-truth checker are appended.
+        reward_funcs: as for [`~trl.GRPOTrainer`]; `args.reward_model_path` is appended.
         args ([`DensityGRPOConfig`], *optional*): configuration.
         density_index ([`DensityIndex`], *optional*): overrides `args.density_index_path`.
         density_sampler (`torch.utils.data.Sampler`, *optional*): your own prompt sampler (must keep TRL's

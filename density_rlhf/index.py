@@ -276,7 +276,7 @@ class DensityIndex:
         turns)`). The ids are the dataset's `prompt_id_column` when it has one, else `prompt_id(prompt, turns)`, which
         is what `dataset.map(lambda x: {"prompt_id": prompt_id(x["prompt"])})` adds. `build_kwargs` go to `build`.
         """
-        from .utils import unique_prompts
+        from .prompts import unique_prompts
 
         columns = getattr(dataset, "column_names", None) or []
         if prompt_column not in columns:
@@ -587,7 +587,7 @@ def _weighting(
 
 def _prompt_texts(prompts: Sequence[Any], turns: str = "last_user") -> list[str]:
     """The text of each prompt (a string or a message list, `density_rlhf.prompt_text`), naming a bad one."""
-    from .utils import prompt_text
+    from .prompts import prompt_text
 
     texts = []
     for row, prompt in enumerate(prompts):

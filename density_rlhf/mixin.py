@@ -17,8 +17,9 @@ from typing import Any
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from trl.trainer.utils import get_config_model_id
 
-from .config import DensityConfigMixin, density_config
+from .config import DensityConfigMixin, density_config, refuse_reward_only_fields
 from .sampler import DensityRepeatSampler, DensitySampler
 from .schedule import AlphaSchedule
 
@@ -159,7 +160,7 @@ def _with_prompt_ids(dataset: Any, column: str, name: str) -> Any:
         return dataset
     if "prompt" not in dataset.column_names:
         return dataset
-    from .utils import add_prompt_ids
+    from .prompts import add_prompt_ids
 
     logger.info(
         "%s has no %r column: adding density_rlhf.prompt_id(prompt) (last user turn of messages)", name, column
@@ -314,12 +315,20 @@ class DensitySamplingMixin:
 
     # --- set-up ---------------------------------------------------------------------------------------------------
     def _density_args(self, model, args):
-        """The config: `args` if it carries the density fields, a default one when `None`, else a `TypeError`."""
+        """The config: `args` if it carries the density fields, a default one when `None`, else a `TypeError`;
+        checked once (the density trainers check it before their own set-up, the mixin then takes it as it is)."""
+        if args is not None and args is getattr(self, "_checked_density_args", None):
+            return args
+        self._checked_density_args = self._check_density_args(model, args)
+        return self._checked_density_args
+
+    def _check_density_args(self, model, args):
         if args is None:
             config_cls = getattr(self, "_density_config_class", None)
             if config_cls is None:
                 raise TypeError(f"{type(self).__name__} needs `args`: a config built with `density_config(...)`.")
-            name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
+            config = getattr(model, "config", None)
+            name = model if isinstance(model, str) else get_config_model_id(config) if config is not None else ""
             return config_cls(f"{str(name).split('/')[-1] or 'model'}-{type(self).__name__}")
         config_cls = getattr(self, "_density_config_class", None)
         if config_cls is not None and not isinstance(args, config_cls) and isinstance(args, DensityConfigMixin):
@@ -329,11 +338,8 @@ class DensitySamplingMixin:
                 f"args is a {type(args).__name__} without the density fields: use "
                 f"`density_config({type(args).__name__})(...)` (or a class built on DensityConfigMixin)."
             )
-        if not self._supports_group_fields and (args.record_seen_ids or args.eval_group_columns is not None):
-            raise ValueError(
-                f"record_seen_ids and eval_group_columns are implemented by DensityRewardTrainer only; remove them "
-                f"from the {type(args).__name__}."
-            )
+        if not self._supports_group_fields:
+            refuse_reward_only_fields(args, type(args).__name__)
         if not self._supports_bucket_column and args.density_bucket_column is not None:
             raise ValueError(
                 f"density_bucket_column feeds the per-bucket metrics of DensityRewardTrainer and DensityGRPOTrainer; "
@@ -383,29 +389,18 @@ class DensitySamplingMixin:
         if dataset is not None and len(dataset) != rows:
             raise ValueError(f"the dataloader's dataset has {len(dataset)} rows, the train dataset {rows}.")
         sampler = self._user_sampler
-        if _is_repeat_sampler(base):  # GRPO, RLOO: keep TRL's group structure (generations, batch, reuse)
-            expected = DensityRepeatSampler.repeat_params(base)
-            if sampler is not None:
-                given = DensityRepeatSampler.repeat_params(sampler)
-                if given != expected:
-                    raise ValueError(
-                        f"density_sampler has {given} but this trainer needs {expected} (num_generations, generation "
-                        "batch, num_iterations x steps_per_generation); build it with `DensityRepeatSampler.like(...)`."
-                    )
-            else:
-                sampler = DensityRepeatSampler.from_index(
-                    self.density_index,
-                    self.train_dataset,
-                    self.args.prompt_id_column,
-                    self.args.density_pair_weighting,
-                    missing=self.args.density_missing,
-                    seed=sampling_seed(self.args),
-                    replacement=getattr(self.args, "density_replacement", True),
-                    schedule=self._density_schedule(),
-                    **expected,
+        repeat = _is_repeat_sampler(base)  # GRPO, RLOO: keep TRL's group structure (generations, batch, reuse)
+        expected = DensityRepeatSampler.repeat_params(base) if repeat else {}
+        if repeat and sampler is not None:
+            given = DensityRepeatSampler.repeat_params(sampler)
+            if given != expected:
+                raise ValueError(
+                    f"density_sampler has {given} but this trainer needs {expected} (num_generations, generation "
+                    "batch, num_iterations x steps_per_generation); build it with `DensityRepeatSampler.like(...)`."
                 )
-        elif sampler is None:
-            sampler = DensitySampler.from_index(
+        if sampler is None:
+            extra = {"replacement": getattr(self.args, "density_replacement", True), **expected} if repeat else {}
+            sampler = (DensityRepeatSampler if repeat else DensitySampler).from_index(
                 self.density_index,
                 self.train_dataset,
                 self.args.prompt_id_column,
@@ -413,8 +408,9 @@ class DensitySamplingMixin:
                 missing=self.args.density_missing,
                 seed=sampling_seed(self.args),
                 schedule=self._density_schedule(),
+                **extra,
             )
-        elif isinstance(sampler, DensitySampler) and len(sampler.weights) != rows:
+        if isinstance(sampler, DensitySampler) and len(sampler.weights) != rows:
             raise ValueError(
                 f"density_sampler has {len(sampler.weights)} weights but the processed train dataset has {rows} rows "
                 "(preprocessing may drop over-long rows); build the sampler on `trainer.train_dataset`."
@@ -527,7 +523,7 @@ def _base_model_text(model) -> str:
     """How the card names the model trained from: a Hub id as a link, a local directory as a path, else the config's
     architecture."""
     config = getattr(model, "config", None)
-    name = str(getattr(config, "_name_or_path", "") or "")  # TRL's `get_config_model_id`
+    name = str(get_config_model_id(config) or "") if config is not None else ""
     if name and Path(name).exists():
         return f"the local model `{name}`"
     if name:

@@ -13,7 +13,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import RewardConfig, RewardTrainer
 
 from .config import DensityConfigMixin
-from .groups import (
+from .eval_groups import (
     BUCKET_COLUMN,
     GroupLabelCollator,
     add_bucket_column,
@@ -55,7 +55,7 @@ class DensityRewardConfig(DensityConfigMixin, RewardConfig):
         density_bucket_quantiles (`list[float]` or `None`, *optional*):
             Override the density quantiles separating rare / mid / common.
         eval_group_columns (`list[str]` or `None`, *optional*):
-            Columns to report evaluation metrics by besides the bucket; default `topic` and `is_rare` when present.
+            Extra columns to report evaluation metrics by, besides the density bucket (e.g. a topic column).
     """
 
     def __post_init__(self):

@@ -96,9 +96,11 @@ class DensitySampler(Sampler[int]):
         num_samples: int | None = None,
         seed: int = 0,
         schedule: "AlphaSchedule | None" = None,
+        **sampler_kwargs,
     ) -> "DensitySampler":
         """Sampler over `dataset` rows weighted by their prompt's weight in `index` (see `map_prompt_weights`); with
-        a `schedule`, by density^-alpha(epoch) with the index's clipping and mixing (`ScheduledWeights`)."""
+        a `schedule`, by density^-alpha(epoch) with the index's clipping and mixing (`ScheduledWeights`).
+        `sampler_kwargs` go to the class's constructor (`DensityRepeatSampler`: the repeat structure)."""
         from .schedule import ScheduledWeights
 
         row_ids = _prompt_id_column(dataset, prompt_id_column)
@@ -115,7 +117,7 @@ class DensitySampler(Sampler[int]):
                 uniform_mix=index.metadata.get("uniform_mix", 0.0),
                 pair_weighting=pair_weighting,
             )
-        sampler = cls(weights, num_samples=num_samples, seed=seed, log_summary=False)
+        sampler = cls(weights, num_samples=num_samples, seed=seed, log_summary=False, **sampler_kwargs)
         sampler.num_missing = int((prompt_index < 0).sum())
         names = tuple(sorted(set(index.buckets)))
         prompt_codes = np.array([names.index(b) for b in index.buckets], dtype=np.int8)
@@ -253,7 +255,7 @@ class DensitySampler(Sampler[int]):
 def _prompt_id_column(dataset: Any, column: str):
     if hasattr(dataset, "column_names"):
         if column not in dataset.column_names and "prompt" in dataset.column_names:
-            from .utils import prompt_id
+            from .prompts import prompt_id
 
             # No id column: the ids of the prompts (strings or messages), as `prompt_id` gives them.
             ids = []
@@ -344,36 +346,6 @@ class DensityRepeatSampler(DensitySampler):
         `replacement`, `num_samples`)."""
         params = {**cls.repeat_params(repeat_sampler), "seed": getattr(repeat_sampler, "seed", None) or 0, **kwargs}
         return cls(weights, **params)
-
-    @classmethod
-    def from_index(
-        cls,
-        index: "DensityIndex",
-        dataset: Any,
-        prompt_id_column: str = "prompt_id",
-        pair_weighting: str = "per_pair",
-        *,
-        missing: str = "error",
-        seed: int = 0,
-        **kwargs,
-    ):
-        base = DensitySampler.from_index(
-            index,
-            dataset,
-            prompt_id_column,
-            pair_weighting,
-            missing=missing,
-            seed=seed,
-            num_samples=kwargs.pop("num_samples", None),
-            schedule=kwargs.pop("schedule", None),
-        )
-        sampler = cls(
-            base.scheduled or base.weights, seed=seed, num_samples=base.num_samples, log_summary=False, **kwargs
-        )
-        sampler.num_missing = base.num_missing
-        sampler._bucket_codes, sampler._bucket_names = base._bucket_codes, base._bucket_names
-        sampler.bound_stats = base.bound_stats
-        return sampler
 
     def _draw(self) -> list[int]:
         n = len(self.weights)

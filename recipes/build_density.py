@@ -8,8 +8,7 @@ Usage:
 
 import json
 
-from density_rlhf.recipes.embedded import build_default_data
-from density_rlhf.scripts import (
+from density_rlhf.recipe_kit import (
     BuildDensityArguments,
     build_density,
     distributed_run,
@@ -17,6 +16,7 @@ from density_rlhf.scripts import (
     parse_args,
     setup_logging,
 )
+from density_rlhf.recipes.embedded import build_default_data
 
 
 def main(script_args: BuildDensityArguments) -> None:

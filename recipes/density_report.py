@@ -7,7 +7,7 @@ Usage:
     python recipes/density_report.py --density_dir outputs/density_hh --output_dir outputs/density_hh/report
 """
 
-from density_rlhf.scripts import (
+from density_rlhf.recipe_kit import (
     DensityReportArguments,
     density_report,
     distributed_run,

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from density_rlhf.experiment.evaluation import EvaluateArguments, run_evaluation  # noqa: E402
-from density_rlhf.scripts import distributed_run, logger, parse_args, setup_logging  # noqa: E402
+from density_rlhf.recipe_kit import distributed_run, logger, parse_args, setup_logging  # noqa: E402
 
 
 def main(script_args: EvaluateArguments) -> None:

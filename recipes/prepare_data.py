@@ -9,7 +9,7 @@ Usage:
 
 from density_rlhf.data.prompts import format_stats
 from density_rlhf.experiment.prepare import PrepareDataArguments, prepare_data
-from density_rlhf.scripts import distributed_run, logger, parse_args, setup_logging
+from density_rlhf.recipe_kit import distributed_run, logger, parse_args, setup_logging
 
 
 def main(script_args: PrepareDataArguments) -> None:

@@ -13,7 +13,7 @@ Re-running resumes: stages whose outputs carry a marker with the same configurat
 import sys
 
 from density_rlhf.experiment.runner import RunnerArguments, StageFailed, run
-from density_rlhf.scripts import distributed_run, parse_args, setup_logging
+from density_rlhf.recipe_kit import distributed_run, parse_args, setup_logging
 
 
 def main(script_args: RunnerArguments) -> None:

@@ -14,8 +14,7 @@ from transformers import AutoModelForCausalLM
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 
 from density_rlhf import density_config, with_density_sampling
-from density_rlhf.recipes.embedded import build_default_data
-from density_rlhf.scripts import (
+from density_rlhf.recipe_kit import (
     DensityScriptArguments,
     distributed_run,
     last_checkpoint,
@@ -26,6 +25,7 @@ from density_rlhf.scripts import (
     start_run,
     train_and_save,
 )
+from density_rlhf.recipes.embedded import build_default_data, creating_command
 
 
 DensityDPOConfig = density_config(DPOConfig)
@@ -38,7 +38,9 @@ def main(script_args: DensityScriptArguments, training_args: DensityDPOConfig, m
     checkpoint = last_checkpoint(training_args, script_args)  # before anything is loaded
     train, test = start_run(script_args, training_args, build_default_data)
     logger.info("DPO, density sampling %s", training_args.density_sampling)
-    model, tokenizer = load_model_and_tokenizer(model_args, training_args, AutoModelForCausalLM)
+    model, tokenizer = load_model_and_tokenizer(
+        model_args, training_args, AutoModelForCausalLM, creating_command=creating_command
+    )
     trainer = with_density_sampling(DPOTrainer)(
         model,
         args=training_args,

@@ -15,8 +15,7 @@ from transformers import AutoModelForCausalLM
 from trl import ModelConfig, get_peft_config
 
 from density_rlhf import DensityGRPOConfig, DensityGRPOTrainer
-from density_rlhf.recipes.embedded import build_default_data
-from density_rlhf.scripts import (
+from density_rlhf.recipe_kit import (
     DensityScriptArguments,
     RecipeError,
     distributed_run,
@@ -28,6 +27,7 @@ from density_rlhf.scripts import (
     start_run,
     train_and_save,
 )
+from density_rlhf.recipes.embedded import build_default_data, creating_command
 
 
 @dataclass
@@ -93,7 +93,9 @@ def main(script_args: GRPOScriptArguments, training_args: DensityGRPOConfig, mod
         training_args.density_sampling,
         training_args.advantage_mode,
     )
-    model, tokenizer = load_model_and_tokenizer(model_args, training_args, AutoModelForCausalLM)
+    model, tokenizer = load_model_and_tokenizer(
+        model_args, training_args, AutoModelForCausalLM, creating_command=creating_command
+    )
     trainer = DensityGRPOTrainer(
         model,
         reward_funcs,

@@ -16,9 +16,7 @@ from transformers import AutoModelForCausalLM
 from trl import ModelConfig, RLOOConfig, RLOOTrainer, get_peft_config
 
 from density_rlhf import density_config, with_density_sampling
-from density_rlhf.recipes.embedded import build_default_data
-from density_rlhf.recipes.train_grpo import GRPOScriptArguments, load_reward_funcs
-from density_rlhf.scripts import (
+from density_rlhf.recipe_kit import (
     RecipeError,
     distributed_run,
     last_checkpoint,
@@ -29,6 +27,8 @@ from density_rlhf.scripts import (
     start_run,
     train_and_save,
 )
+from density_rlhf.recipes.embedded import build_default_data, creating_command
+from density_rlhf.recipes.train_grpo import GRPOScriptArguments, load_reward_funcs
 
 
 @dataclass
@@ -66,7 +66,9 @@ def main(script_args: RLOOScriptArguments, training_args: DensityRLOOConfig, mod
         script_args.reward_model_path,
         training_args.density_sampling,
     )
-    model, tokenizer = load_model_and_tokenizer(model_args, training_args, AutoModelForCausalLM)
+    model, tokenizer = load_model_and_tokenizer(
+        model_args, training_args, AutoModelForCausalLM, creating_command=creating_command
+    )
     trainer = with_density_sampling(RLOOTrainer)(
         model,
         reward_funcs,

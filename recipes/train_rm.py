@@ -13,8 +13,7 @@ from transformers import AutoModelForSequenceClassification
 from trl import ModelConfig, get_peft_config
 
 from density_rlhf import DensityRewardConfig, DensityRewardTrainer
-from density_rlhf.recipes.embedded import build_default_data
-from density_rlhf.scripts import (
+from density_rlhf.recipe_kit import (
     DensityScriptArguments,
     RecipeError,
     distributed_run,
@@ -26,6 +25,7 @@ from density_rlhf.scripts import (
     start_run,
     train_and_save,
 )
+from density_rlhf.recipes.embedded import build_default_data, creating_command
 
 
 # What this recipe parses (and the runner validates): script, training and model arguments.
@@ -39,7 +39,7 @@ def main(script_args: DensityScriptArguments, training_args: DensityRewardConfig
     logger.info("reward model, density sampling %s", training_args.density_sampling)
 
     model, tokenizer = load_model_and_tokenizer(
-        model_args, training_args, AutoModelForSequenceClassification, num_labels=1
+        model_args, training_args, AutoModelForSequenceClassification, creating_command=creating_command, num_labels=1
     )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

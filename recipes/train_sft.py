@@ -9,8 +9,7 @@ Usage:
 from transformers import AutoModelForCausalLM
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
-from density_rlhf.recipes.embedded import build_default_data
-from density_rlhf.scripts import (
+from density_rlhf.recipe_kit import (
     DensityScriptArguments,
     distributed_run,
     last_checkpoint,
@@ -20,6 +19,7 @@ from density_rlhf.scripts import (
     start_run,
     train_and_save,
 )
+from density_rlhf.recipes.embedded import build_default_data, creating_command
 
 
 def to_prompt_completion(split):
@@ -39,7 +39,9 @@ SECTION = None
 def main(script_args: DensityScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
     checkpoint = last_checkpoint(training_args, script_args)  # before anything is loaded
     train, test = start_run(script_args, training_args, build_default_data)
-    model, tokenizer = load_model_and_tokenizer(model_args, training_args, AutoModelForCausalLM)
+    model, tokenizer = load_model_and_tokenizer(
+        model_args, training_args, AutoModelForCausalLM, creating_command=creating_command
+    )
     trainer = SFTTrainer(
         model,
         training_args,

@@ -32,7 +32,7 @@ def small_world():
 def tiny_pipeline(tmp_path_factory):
     """A small synthetic world, its density index and tiny offline models, built once per test session."""
     from density_rlhf.experiment.prepare import PrepareDataArguments, prepare_data
-    from density_rlhf.scripts import BuildDensityArguments, build_density
+    from density_rlhf.recipe_kit import BuildDensityArguments, build_density
 
     root = tmp_path_factory.mktemp("pipeline")
     prepare_data(PrepareDataArguments(output_dir=str(root / "data"), n_train_pairs=800, n_test_pairs_per_topic=8))

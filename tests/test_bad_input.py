@@ -63,8 +63,8 @@ def test_kto_with_its_kl_term_is_refused_and_apo_zero_unpaired_trains(pipe, tmp_
 
 # --- 3. a mistyped data_dir or density_index_path ---------------------------------------------------------------
 def test_a_missing_data_dir_that_is_not_the_default_is_an_error_and_nothing_is_written(tmp_path, monkeypatch):
+    from density_rlhf.recipe_kit import RecipeError, load_train_eval, parse_args
     from density_rlhf.recipes import train_rm
-    from density_rlhf.scripts import RecipeError, load_train_eval, parse_args
 
     monkeypatch.chdir(tmp_path)
     script_args = parse_args(
@@ -79,7 +79,7 @@ def test_a_missing_data_dir_that_is_not_the_default_is_an_error_and_nothing_is_w
 
 
 def test_the_missing_default_data_dir_is_built_by_the_recipes_builder_only(tmp_path, monkeypatch):
-    from density_rlhf.scripts import DEFAULT_DATA_DIR, MissingInputError, ensure_data
+    from density_rlhf.recipe_kit import DEFAULT_DATA_DIR, MissingInputError, ensure_data
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(MissingInputError, match="prepare it first"):  # the core alone builds nothing
@@ -99,8 +99,8 @@ def test_the_missing_default_data_dir_is_built_by_the_recipes_builder_only(tmp_p
 
 
 def test_a_missing_index_that_is_not_the_default_is_an_error(tmp_path, tiny_pipeline):
+    from density_rlhf.recipe_kit import MissingInputError, ensure_index_for, parse_args
     from density_rlhf.recipes import train_rm
-    from density_rlhf.scripts import MissingInputError, ensure_index_for, parse_args
 
     script_args, training_args, _ = parse_args(train_rm.DATACLASSES, [
         "--config", "hyp_b.yaml", "--data_dir", str(tiny_pipeline / "data"), "--density_index_path",
@@ -114,8 +114,8 @@ def test_a_missing_index_that_is_not_the_default_is_an_error(tmp_path, tiny_pipe
 def test_an_index_built_from_other_data_is_refused_naming_both(tmp_path, tiny_pipeline):
     import shutil
 
+    from density_rlhf.recipe_kit import RecipeError, ensure_index_for, parse_args
     from density_rlhf.recipes import train_rm
-    from density_rlhf.scripts import RecipeError, ensure_index_for, parse_args
 
     shutil.copytree(tiny_pipeline / "data", tmp_path / "data_hh")
     script_args, training_args, _ = parse_args(train_rm.DATACLASSES, [
@@ -212,7 +212,7 @@ def test_the_card_reports_per_pair_accuracy(tmp_path):
 
 def test_recipes_do_not_build_anywhere_but_the_default(tmp_path):
     """The shipped default location is built on first use; the code says which one."""
-    from density_rlhf.scripts import DEFAULT_DATA_DIR, DEFAULT_DENSITY_DIR
+    from density_rlhf.recipe_kit import DEFAULT_DATA_DIR, DEFAULT_DENSITY_DIR
 
     defaults = (REPO / "recipes" / "defaults.yaml").read_text()
     assert f"data_dir: {DEFAULT_DATA_DIR}" in defaults and f"density_index_path: {DEFAULT_DENSITY_DIR}" in defaults
@@ -236,8 +236,8 @@ def _yaml(tmp_path, text: str) -> str:
     ids=["default_for_defaults", "misspelled_field", "duplicate_key"],
 )  # fmt: skip
 def test_yaml_mistakes_are_named_before_any_other_check(tmp_path, text, match):
+    from density_rlhf.recipe_kit import RecipeError, parse_args
     from density_rlhf.recipes import train_rm
-    from density_rlhf.scripts import RecipeError, parse_args
 
     with pytest.raises(RecipeError, match=match):
         parse_args(train_rm.DATACLASSES, ["--config", _yaml(tmp_path, text)], section="reward")
@@ -245,8 +245,8 @@ def test_yaml_mistakes_are_named_before_any_other_check(tmp_path, text, match):
 
 @pytest.mark.parametrize("name", ["hyp_a", "hyp_b", "hyp_c", "hyp_d", "hyp_o", "sft", "scale/hyp_d", "scale/sft"])
 def test_every_shipped_recipe_yaml_passes_the_key_check(name):
+    from density_rlhf.recipe_kit import check_keys, load_config, read_config
     from density_rlhf.recipes import train_grpo, train_rm, train_sft
-    from density_rlhf.scripts import check_keys, load_config, read_config
 
     path = str(REPO / "recipes" / f"{name}.yaml")
     scripts = {"reward": train_rm, "grpo": train_grpo, "sft": train_sft}

@@ -153,8 +153,8 @@ def test_bad_cluster_settings_are_refused(kwargs, message):
 
 
 def test_the_density_stage_balances_a_dataset_column(tmp_path, tiny_pipeline):
-    from density_rlhf.scripts.recipe import RecipeError
-    from density_rlhf.scripts.stages import BuildDensityArguments, build_density
+    from density_rlhf.recipe_kit.recipe import RecipeError
+    from density_rlhf.recipe_kit.stages import BuildDensityArguments, build_density
 
     data_dir = tiny_pipeline / "data"
     args = BuildDensityArguments(

@@ -11,8 +11,8 @@ from density_rlhf.config import DensityConfigMixin
 from density_rlhf.experiment.evaluation import EvaluateArguments
 from density_rlhf.experiment.graph import RunnerArguments
 from density_rlhf.experiment.prepare import PrepareDataArguments
+from density_rlhf.recipe_kit import BuildDensityArguments, DensityReportArguments, DensityScriptArguments
 from density_rlhf.recipes import train_grpo
-from density_rlhf.scripts import BuildDensityArguments, DensityReportArguments, DensityScriptArguments
 
 from .conftest import REPO
 

@@ -13,8 +13,8 @@ from datasets import Dataset, load_from_disk
 
 from density_rlhf import DensityIndex, DensitySampler, add_prompt_ids, prompt_id, prompt_text, unique_prompts
 from density_rlhf.embedding import DEFAULT_EMBEDDER
+from density_rlhf.recipe_kit import BuildDensityArguments, RecipeError, build_density, last_checkpoint, parse_args
 from density_rlhf.recipes import train_rm
-from density_rlhf.scripts import BuildDensityArguments, RecipeError, build_density, last_checkpoint, parse_args
 
 from .conftest import REPO
 
@@ -54,7 +54,7 @@ def test_a_rerun_into_a_used_output_dir_fails_and_resume_true_resumes(tiny_pipel
 def test_resume_settings_without_training(tmp_path):
     from types import SimpleNamespace
 
-    from density_rlhf.scripts import DensityScriptArguments
+    from density_rlhf.recipe_kit import DensityScriptArguments
 
     args = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=None)
     assert last_checkpoint(args) is None  # empty output_dir

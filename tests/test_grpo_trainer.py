@@ -300,7 +300,7 @@ def test_reward_model_scores_under_deepspeed_equal_single_process_scores(pipe, t
 
 
 def test_the_index_is_reweighted_once(pipe, tmp_path, monkeypatch):
-    from density_rlhf.groups import BUCKET_COLUMN
+    from density_rlhf.eval_groups import BUCKET_COLUMN
     from density_rlhf.index import DensityIndex
 
     calls = []

@@ -99,7 +99,7 @@ def test_setup_cfg_lists_every_package_and_ships_the_recipes():
 
 
 def test_the_recipes_are_the_package_recipes():
-    from density_rlhf.scripts import RECIPES_DIR
+    from density_rlhf.recipe_kit import RECIPES_DIR
 
     assert (REPO / "recipes").resolve() == RECIPES_DIR
 
@@ -140,7 +140,7 @@ def test_wheel_installs_into_empty_venvs_and_runs_the_first_stages(tmp_path):
     (wheel,) = dist.glob("density_rlhf-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in ("recipes/hyp_b.yaml", "recipes/defaults.yaml", "recipes/scale/defaults.yaml",
-                    "recipes/train_rm.py", "recipes/run_hypotheses.yaml", "cli.py", "scripts/train.py", "mixin.py"):  # fmt: skip
+                    "recipes/train_rm.py", "recipes/run_hypotheses.yaml", "cli.py", "recipe_kit/train.py", "mixin.py"):  # fmt: skip
         assert f"density_rlhf/{shipped}" in names, shipped
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "density-rlhf = density_rlhf.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -9,8 +9,7 @@ from density_rlhf import DensityGRPOConfig, DensityRewardConfig
 from density_rlhf.experiment.design import DENSITY_SAMPLING, RM_OF
 from density_rlhf.experiment.graph import OVERRIDE_SECTIONS, RunnerArguments
 from density_rlhf.experiment.prepare import PrepareDataArguments
-from density_rlhf.recipes import train_dpo, train_grpo, train_kto, train_rloo, train_rm
-from density_rlhf.scripts import (
+from density_rlhf.recipe_kit import (
     BuildDensityArguments,
     DensityScriptArguments,
     load_config,
@@ -18,6 +17,7 @@ from density_rlhf.scripts import (
     read_config,
     resolve_config,
 )
+from density_rlhf.recipes import train_dpo, train_grpo, train_kto, train_rloo, train_rm
 
 from .conftest import REPO
 from .helpers import load_recipe
@@ -47,7 +47,7 @@ def _check_overrides(path: Path) -> list[str]:
     """An overrides file is read by the runner: every stage it touches must still build (2 CPU processes)."""
     from density_rlhf.experiment.dry_run import dry_run, launcher_processes
     from density_rlhf.experiment.graph import build_stages
-    from density_rlhf.scripts import load_config, resolve_config
+    from density_rlhf.recipe_kit import load_config, resolve_config
 
     config = load_config(resolve_config("scale/run_hypotheses.yaml"))
     args = RunnerArguments(**{**config, "seeds": [0], "output_dir": "/tmp/unused", "overrides": str(path)})
@@ -177,7 +177,7 @@ def test_scale_recipe_dry_run_with_the_tiny_model(tiny_pipeline, tmp_path, scrip
 
 
 def test_real_data_recipes_do_not_invent_synthetic_data(tmp_path):
-    from density_rlhf.scripts import ensure_data, load_train_eval
+    from density_rlhf.recipe_kit import ensure_data, load_train_eval
 
     script_args = parse_args(
         SECTION_TYPES["reward"],
@@ -250,7 +250,7 @@ def test_grpo_recipe_loads_reward_funcs_by_name_or_import_path():
     import trl.rewards
 
     from density_rlhf.experiment import world
-    from density_rlhf.scripts import RecipeError
+    from density_rlhf.recipe_kit import RecipeError
 
     assert train_grpo.load_reward_funcs(None) is None and train_grpo.load_reward_funcs([]) is None
     funcs = train_grpo.load_reward_funcs(["density_rlhf.experiment.world.ground_truth", "think_format_reward"])

@@ -90,8 +90,9 @@ def test_training_loss_goes_down(pipe, tmp_path):
 def test_per_bucket_eval_metrics(pipe, tmp_path):
     # One eval batch: TRL's eval_accuracy averages batch means, which equal the per-pair mean only then.
     args = rm_args(
-        tmp_path, density_index_path=pipe["index"], max_steps=2, per_device_eval_batch_size=len(pipe["test"])
-    )
+        tmp_path, density_index_path=pipe["index"], max_steps=2, per_device_eval_batch_size=len(pipe["test"]),
+        eval_group_columns=["topic", "is_rare"],
+    )  # fmt: skip
     trainer = make(pipe, args, eval_dataset=pipe["test"])
     trainer.train()
     metrics = trainer.evaluate()
@@ -99,6 +100,9 @@ def test_per_bucket_eval_metrics(pipe, tmp_path):
         assert 0.0 <= metrics[f"eval_{bucket}_accuracy"] <= 1.0
         assert metrics[f"eval_{bucket}_loss"] > 0
     assert "eval_topic/weather_accuracy" in metrics and "eval_is_rare/True_accuracy" in metrics
+    # by default only the density buckets: the world's columns are the experiment's to ask for
+    default = make(pipe, rm_args(tmp_path, density_index_path=pipe["index"]), eval_dataset=pipe["test"])
+    assert default._group_columns == ["density_bucket"]
     # Per-bucket numbers are exact per-pair averages: weighted by counts they give back the overall accuracy.
     counts = {bucket: row for bucket, row in trainer._last_bucket_eval.items() if bucket != "all"}
     total = sum(row["count"] for row in counts.values())
@@ -299,7 +303,11 @@ def test_default_hypotheses_a_and_b_learn_common_topics(tmp_path, monkeypatch):
 
 
 def test_training_batches_carry_only_the_bucket_label(pipe, tmp_path):
-    trainer = make(pipe, rm_args(tmp_path, density_index_path=pipe["index"]), eval_dataset=pipe["test"])
+    trainer = make(
+        pipe,
+        rm_args(tmp_path, density_index_path=pipe["index"], eval_group_columns=["topic", "is_rare"]),
+        eval_dataset=pipe["test"],
+    )
     train_batch = next(iter(trainer.get_train_dataloader()))
     eval_batch = next(iter(trainer.get_eval_dataloader()))
     assert {k for k in train_batch if k.startswith("group::")} == {"group::density_bucket"}
@@ -341,7 +349,7 @@ def test_tokenizer_without_eos_or_sep_is_refused(pipe, tmp_path):
 def test_the_index_is_reweighted_once_and_the_buckets_added_by_the_hook(pipe, tmp_path, monkeypatch):
     """The mixin prepares the trainer's own copy of the index once; the reward trainer's dataset hook then adds the
     bucket column to both splits from that copy."""
-    from density_rlhf.groups import BUCKET_COLUMN
+    from density_rlhf.eval_groups import BUCKET_COLUMN
     from density_rlhf.index import DensityIndex
 
     calls = []

@@ -10,7 +10,7 @@ from density_rlhf.experiment.report import KEY_METRICS, aggregate
 from density_rlhf.experiment.runner import RunnerArguments, StageFailed, build_stages, run
 from density_rlhf.experiment.stats import holm, mean_ci, minimum_detectable_effect, seeds_needed, verdict
 from density_rlhf.index import BUCKETS
-from density_rlhf.scripts.recipe import parse_args
+from density_rlhf.recipe_kit.recipe import parse_args
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -210,7 +210,7 @@ def test_stage_hash_follows_the_config_content(tmp_path, monkeypatch):
 
 
 def _scale_args(tmp_path, **overrides):
-    from density_rlhf.scripts import load_config, resolve_config
+    from density_rlhf.recipe_kit import load_config, resolve_config
 
     config = load_config(resolve_config("scale/run_hypotheses.yaml"))
     return RunnerArguments(**{**config, "output_dir": str(tmp_path), **overrides})
@@ -296,7 +296,7 @@ def test_concurrent_accelerate_stages_get_their_own_ports(tmp_path):
 
 
 def test_a_reward_section_the_runner_would_ignore_is_refused(tmp_path):
-    from density_rlhf.scripts import RECIPES_DIR
+    from density_rlhf.recipe_kit import RECIPES_DIR
 
     for name in ("defaults", "hyp_a", "hyp_b", "hyp_c", "hyp_d"):
         text = (RECIPES_DIR / f"{name}.yaml").read_text()
@@ -312,7 +312,7 @@ def test_a_reward_section_the_runner_would_ignore_is_refused(tmp_path):
 
 
 def test_evaluation_samples_at_the_grpo_arms_generation_length(tmp_path):
-    from density_rlhf.scripts import RECIPES_DIR
+    from density_rlhf.recipe_kit import RECIPES_DIR
 
     def eval_length(stages):
         stage = next(s for s in stages if s.name.startswith("evaluate"))

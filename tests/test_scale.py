@@ -51,8 +51,8 @@ def _paths(tiny_pipeline) -> list[str]:
 @pytest.fixture(scope="module")
 def lora_rm(tiny_pipeline, tmp_path_factory):
     """`train_rm.py --use_peft true` on the tiny reward model: a LoRA adapter with its score head."""
+    from density_rlhf.recipe_kit import parse_args
     from density_rlhf.recipes import train_rm
-    from density_rlhf.scripts import parse_args
 
     out = tmp_path_factory.mktemp("lora") / "rm"
     argv = ["--config", "hyp_a.yaml", *LORA_COMMON, *_paths(tiny_pipeline), "--output_dir", str(out),
@@ -93,8 +93,8 @@ def test_rm_recipe_saves_a_lora_adapter_that_the_grpo_scorer_scores_as_trained(l
 
 
 def test_grpo_recipe_trains_a_lora_policy_on_a_lora_reward_model(lora_rm, tiny_pipeline, tmp_path):
+    from density_rlhf.recipe_kit import parse_args
     from density_rlhf.recipes import train_grpo
-    from density_rlhf.scripts import parse_args
 
     out = tmp_path / "grpo"
     argv = ["--config", "hyp_a.yaml", *LORA_COMMON, *_paths(tiny_pipeline), "--output_dir", str(out),

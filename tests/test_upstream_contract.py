@@ -119,3 +119,129 @@ def test_installed_versions_are_within_the_declared_ranges():
     wanted = {Requirement(line.strip()).name: Requirement(line.strip()) for line in block.splitlines() if line.strip()}
     for name, module in (("transformers", transformers), ("trl", trl)):
         assert Version(module.__version__) in wanted[name].specifier, (name, module.__version__, wanted[name])
+
+
+# Upstream names the library reads that the hooks and fragments above do not name: (owner, name) must exist.
+ATTRIBUTES = [
+    (GRPOTrainer, "_name"),  # with_density_sampling names its trainer after the base's `_name`
+    (RewardTrainer, "_name"),
+    (trl.DPOTrainer, "_name"),
+    (Trainer, "_get_output_dir"),
+    (Trainer, "_save_checkpoint"),
+]
+# Instance attributes set in upstream methods (not on the class): (owner, source fragment).
+INSTANCE_FRAGMENTS = [
+    (transformers.PretrainedConfig, "self._name_or_path"),  # the experiment's tiny models set it; TRL reads it
+    (trl.DPOTrainer, "self._metrics"),  # the mixin's density/* metrics go in self._metrics on every TRL trainer
+    (KTOTrainer, "self._metrics"),
+    (trl.SFTTrainer, "self._metrics"),
+    (trl.RLOOTrainer, "self._metrics"),
+    (GRPOTrainer, "self._logs"),
+    (GRPOTrainer, "self.reward_weights"),  # the GRPO trainer's weighted reward sum
+    (GRPOTrainer, "self.num_generations_eval"),
+]
+# Private names of other libraries the library uses: module, name.
+MODULE_NAMES = [
+    ("transformers.integrations.deepspeed", "_hf_deepspeed_config_weak_ref"),
+    ("trl.data_utils", "_tokenize"),
+    ("trl.models", "prepare_deepspeed"),
+    ("trl.trainer.utils", "get_config_model_id"),
+    ("evaluate", "Metric._info"),  # the diversity metrics override it
+]
+# Private names that match an upstream name but are this package's own.
+OWN = {
+    "_fingerprint": "DensitySampler._fingerprint (datasets has its own)",
+    "_generate": "density_rlhf.experiment.world._generate",
+}
+
+
+@pytest.mark.parametrize("owner, name", ATTRIBUTES, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_upstream_attributes_exist(owner, name):
+    assert hasattr(owner, name), f"{owner.__name__}.{name} is gone"
+
+
+@pytest.mark.parametrize("owner, fragment", INSTANCE_FRAGMENTS, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_upstream_instance_attributes_are_still_set(owner, fragment):
+    assert fragment in inspect.getsource(owner), f"{owner.__name__} no longer has {fragment}"
+
+
+@pytest.mark.parametrize("module, name", MODULE_NAMES)
+def test_upstream_module_names_exist(module, name):
+    import importlib
+
+    owner = importlib.import_module(module)
+    for part in name.split("."):
+        assert hasattr(owner, part), f"{module}.{name} is gone"
+        owner = getattr(owner, part)
+
+
+def _pinned() -> set[str]:
+    """Every name this file pins."""
+    import re
+
+    names = {name for _, name, _ in HOOKS} | {name for _, name in ATTRIBUTES}
+    names |= {part for _, name in MODULE_NAMES for part in name.split(".")}
+    for _, fragment in SOURCE_FRAGMENTS + INSTANCE_FRAGMENTS:
+        names.update(re.findall(r"\.(\w+)", fragment) or [fragment.strip('"')])
+    return names | {"_indices", "_tag_names"}  # test_datasets_indices_mapping, test_trl_helpers_and_tag_names
+
+
+def _private_names_in_the_package() -> dict[str, set[str]]:
+    """Every single-underscore name the package's source uses as an attribute, a definition, a `getattr` string or a
+    `from x import _y`, with the files that use it."""
+    import ast
+    from collections import defaultdict
+
+    from .conftest import REPO
+
+    used = defaultdict(set)
+    for path in sorted((REPO / "density_rlhf").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Attribute):
+                names = [node.attr]
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names = [node.name]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.Assign):
+                names = [target.id for target in node.targets if isinstance(target, ast.Name)]
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr", "setattr")
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str)
+            ):
+                names = [node.args[1].value]
+            for name in names:
+                if name.startswith("_") and not name.startswith("__"):
+                    used[name].add(path.relative_to(REPO).as_posix())
+    return used
+
+
+UPSTREAM_MODULES = [
+    "transformers.trainer", "transformers.training_args", "transformers.configuration_utils",
+    "transformers.integrations.deepspeed", "trl.trainer.base_trainer", "trl.trainer.grpo_trainer",
+    "trl.trainer.rloo_trainer", "trl.trainer.dpo_trainer", "trl.trainer.kto_trainer", "trl.trainer.sft_trainer",
+    "trl.trainer.reward_trainer", "trl.trainer.utils", "trl.data_utils", "datasets.arrow_dataset",
+]  # fmt: skip
+
+
+def test_every_private_upstream_name_the_package_uses_is_pinned():
+    """A private name the package uses that upstream source also defines or sets (`.name`, `def name`, `name =`) is
+    a dependence on upstream internals: it must be pinned in this file, or listed in OWN when it is ours."""
+    import importlib
+    import re
+
+    sources = "\n".join(inspect.getsource(importlib.import_module(m)) for m in UPSTREAM_MODULES)
+    used = _private_names_in_the_package()
+    upstream = {
+        name: files
+        for name, files in used.items()
+        if re.search(rf"(\.|def |class |^\s*){re.escape(name)}\b", sources, re.MULTILINE)
+    }
+    assert "_metrics" in upstream and "_get_train_sampler" in upstream  # the walk sees what the mixin touches
+    unpinned = {name: sorted(files) for name, files in upstream.items() if name not in _pinned() and name not in OWN}
+    assert not unpinned, f"private upstream names used but not pinned in tests/test_upstream_contract.py: {unpinned}"

@@ -26,7 +26,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from ..utils import normalize_text, pair_id, prompt_id
+from ..prompts import normalize_text, pair_id, prompt_id
 
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import re
 import shlex
 from pathlib import Path
 
-from ..scripts.recipe import RECIPES_DIR, resolve_config
+from ..recipe_kit.recipe import RECIPES_DIR, resolve_config
 from .execution import _command
 from .graph import Stage, design_problem
 
@@ -50,7 +50,7 @@ def validate_stage(stage: Stage, num_processes: int, produced: set[Path]) -> lis
     """Build a training stage's configs as its recipe would on `num_processes` ranks (TRL's batch and generation
     divisibility, our hypothesis/density_sampling pairing, every field) and check its model ids: a Hub id or an
     upstream stage's output, never a tiny model. Returns the problems found, one line each."""
-    from ..scripts.recipe import parse_args
+    from ..recipe_kit.recipe import parse_args
 
     types, section = _script_types(stage.script)
     types[1] = on_processes(types[1], num_processes)

@@ -377,7 +377,7 @@ def run_evaluation(args: EvaluateArguments) -> dict[str, Any]:
     from datasets import load_from_disk
 
     from ..embedding import embed_prompts
-    from ..groups import _prompt_texts
+    from ..eval_groups import _prompt_texts
     from ..index import DensityIndex
     from ..reward_model import RewardModelScorer
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..scripts.recipe import RECIPES_DIR, resolve_config
+from ..recipe_kit.recipe import RECIPES_DIR, resolve_config
 from .graph import Stage
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..scripts.recipe import RECIPES_DIR, check_hardware, load_config, resolve_config
+from ..recipe_kit.recipe import RECIPES_DIR, check_hardware, load_config, resolve_config
 from ..version import __version__
 from .design import (
     ARMS,

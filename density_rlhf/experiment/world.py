@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from datasets import Dataset, DatasetDict
 
+from ..prompts import normalize_text, pair_id, prompt_id
 from ..reward_model import completion_text
-from ..utils import normalize_text, pair_id, prompt_id
 
 
 TIC = " \u2014 "

@@ -2,6 +2,7 @@
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,18 +15,6 @@ from .stages import DEFAULT_DATA_DIR, DefaultBuilder, ensure_data, ensure_index_
 
 
 logger = logging.getLogger("density_rlhf")
-
-
-def creating_command(path: str) -> str:
-    """The command that creates the pipeline output `path` (`.../sft`, `.../rm*`, `.../tiny/*`), else a pointer."""
-    parts = Path(path).parts
-    if len(parts) >= 2 and parts[-2] == "tiny":
-        return "python recipes/prepare_data.py --config recipes/prepare_data.yaml"
-    if parts and parts[-1] == "sft":
-        return "accelerate launch recipes/train_sft.py --config recipes/sft.yaml"
-    if parts and parts[-1].startswith("rm"):
-        return "accelerate launch recipes/train_rm.py --config recipes/hyp_<h>.yaml"
-    return "the stage that writes it (README, 'The pipeline')"
 
 
 @dataclass
@@ -97,8 +86,12 @@ def load_train_eval(script_args: DensityScriptArguments, seed: int = 0, build_de
     return train, test
 
 
-def load_model_and_tokenizer(model_args, training_args, model_class, **model_kwargs):
-    """Tokenizer and model from `model_args` (revision, dtype, attention) with `trust_remote_code` from the config."""
+def load_model_and_tokenizer(
+    model_args, training_args, model_class, *, creating_command: Callable[[str], str] | None = None, **model_kwargs
+):
+    """Tokenizer and model from `model_args` (revision, dtype, attention) with `trust_remote_code` from the config.
+    A missing local model is a `RecipeError` that names `creating_command(path)`, the command that writes it, when
+    the caller knows one."""
     from transformers import AutoTokenizer
 
     trust = getattr(training_args, "trust_remote_code", False)
@@ -110,9 +103,10 @@ def load_model_and_tokenizer(model_args, training_args, model_class, **model_kwa
     except OSError as err:
         if Path(name).exists():
             raise
+        hint = f"create it first: `{creating_command(name)}`" if creating_command else "run the stage that writes it"
         raise RecipeError(
             f"model_name_or_path {name!r} is not a local directory and could not be loaded from the Hub "
-            f"({type(err).__name__}). If it is a pipeline output, create it first: `{creating_command(name)}`."
+            f"({type(err).__name__}). If it is the output of an earlier stage, {hint}."
         ) from None
     model = model_class.from_pretrained(
         model_args.model_name_or_path,

@@ -1,11 +1,9 @@
-"""Small helpers shared by every stage: text normalization, prompt texts and ids (strings or chat messages), loading
-helper models whole."""
+"""Prompt texts and ids: text normalization, the text of a string or chat-message prompt, its stable id, pair ids, and
+the helpers that add ids to a dataset or list its distinct prompts."""
 
-import contextlib
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterator
 from typing import Any
 
 
@@ -119,25 +117,3 @@ def pair_id(prompt: str, chosen: str, rejected: str) -> str:
     """Stable id of a preference pair; exact duplicate pairs share it."""
     payload = "\x1f".join((prompt, chosen, rejected)).encode("utf-8")
     return hashlib.sha1(payload).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def whole_weights() -> Iterator[None]:
-    """Load helper models (the prompt embedder) with whole weights even while a ZeRO-3 config is active.
-
-    `TrainingArguments` registers its DeepSpeed config globally, and under ZeRO-3 `from_pretrained` then partitions
-    every model it loads. A helper that no DeepSpeed engine wraps would keep empty weights on every rank
-    ("'weight' must be 2-D"). transformers has no public switch for this, so the registration is lifted here.
-    """
-    from transformers.integrations import deepspeed
-
-    ref = deepspeed._hf_deepspeed_config_weak_ref
-    config = ref() if ref is not None else None
-    if config is None:
-        yield
-        return
-    deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        deepspeed.set_hf_deepspeed_config(config)

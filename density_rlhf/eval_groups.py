@@ -43,10 +43,10 @@ def add_bucket_column(dataset, index, args: DensityConfigMixin, split: str):
 
 
 def group_columns(args: DensityConfigMixin, dataset) -> list[str]:
-    """Columns evaluation metrics are reported by: the bucket, then `eval_group_columns` (or topic/is_rare)."""
+    """Columns evaluation metrics are reported by: the density bucket, then `eval_group_columns` (none by default)."""
     if dataset is None:
         return []
-    wanted = args.eval_group_columns if args.eval_group_columns is not None else ["topic", "is_rare"]
+    wanted = args.eval_group_columns or []
     columns = [BUCKET_COLUMN] + [c for c in wanted if c != BUCKET_COLUMN]
     if args.eval_group_columns:
         missing = [c for c in args.eval_group_columns if c not in dataset.column_names]
