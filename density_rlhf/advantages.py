@@ -4,8 +4,8 @@ Rewards arrive as a 1-D float tensor grouped consecutively by `num_generations` 
 adjacent), exactly as TRL's `GRPOTrainer` holds them. A NaN reward marks an unscorable completion (every reward
 function returned `None`): it is left out of its group's statistics and its advantage is 0, as in TRL.
 
-- `grpo_advantages`: TRL's group whitening, A_i = (R_i - mean_g) / (std_g + 1e-4), honouring `scale_rewards`
-  (`"group"`, `"batch"` or `"none"`).
+`advantage_mode="grpo"` is TRL's own group whitening, computed by TRL's `GRPOTrainer`; this module holds the other
+two:
 - `softmax_advantages`: advantage-weighted regression's weights w_i = softmax(R_i / tau) within the group. Their
   weighted log-likelihood loss -sum_i w_i log pi(y_i) equals, up to the factor 1/N of GRPO's per-sample mean, the policy
   gradient loss -(1/N) sum_i A_i log pi(y_i) with **A_i = N w_i - 1** plus the baseline term (1/N) sum_i log pi(y_i),
@@ -17,7 +17,6 @@ function returned `None`): it is left out of its group's statistics and its adva
 """
 
 import torch
-from trl.trainer.utils import nanstd
 
 
 def _groups(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
@@ -26,23 +25,6 @@ def _groups(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
     if num_generations < 1 or rewards.numel() % num_generations:
         raise ValueError(f"{rewards.numel()} rewards cannot be grouped by num_generations={num_generations}.")
     return rewards.float().view(-1, num_generations)
-
-
-def grpo_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
-    """TRL's GRPO advantages: rewards minus the group mean, divided by the group (or batch) std plus 1e-4."""
-    grouped = _groups(rewards, num_generations)
-    advantages = grouped - torch.nanmean(grouped, dim=1, keepdim=True)
-    if scale_rewards == "group":
-        std = nanstd(grouped, dim=1, keepdim=True) if num_generations > 1 else torch.zeros_like(advantages)
-    elif scale_rewards == "batch":
-        std = nanstd(grouped) if grouped.numel() > 1 else torch.zeros(())
-    elif scale_rewards == "none":
-        std = None
-    else:
-        raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', got {scale_rewards!r}.")
-    if std is not None:
-        advantages = advantages / (std + 1e-4)
-    return torch.nan_to_num(advantages.reshape(-1), nan=0.0)
 
 
 def softmax_weights(rewards: torch.Tensor, num_generations: int, temperature: float = 1.0) -> torch.Tensor:
@@ -109,12 +91,13 @@ ADVANTAGE_MODES = ("grpo", "softmax", "gaussian_quantile")
 
 
 def compute_advantages(
-    rewards: torch.Tensor, num_generations: int, mode: str, *, scale_rewards: str = "group", temperature: float = 1.0
+    rewards: torch.Tensor, num_generations: int, mode: str, *, temperature: float = 1.0
 ) -> torch.Tensor:
-    if mode == "grpo":
-        return grpo_advantages(rewards, num_generations, scale_rewards)
+    """The `softmax` or `gaussian_quantile` advantages of `rewards`; `grpo` is TRL's, computed by its trainer."""
     if mode == "softmax":
         return softmax_advantages(rewards, num_generations, temperature)
     if mode == "gaussian_quantile":
         return gaussian_quantile_advantages(rewards, num_generations)
+    if mode == "grpo":
+        raise ValueError("advantage_mode 'grpo' is TRL's own whitening: GRPOTrainer computes it, not this function.")
     raise ValueError(f"advantage_mode must be one of {ADVANTAGE_MODES}, got {mode!r}.")

@@ -178,7 +178,6 @@ class DensityGRPOTrainer(DensitySamplingMixin, GRPOTrainer):
                 rewards.cpu(),
                 num_generations,
                 self.args.advantage_mode,
-                scale_rewards=self.args.scale_rewards,
                 temperature=self.args.softmax_temperature,
             )
             n = len(inputs)

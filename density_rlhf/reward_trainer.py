@@ -193,12 +193,22 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
         row_ids = inputs.pop("row_ids", None)
         if row_ids is not None and self.model.training:
             self._seen_ids.extend(row_ids)
+        margin = inputs.get("margin")
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if groups or not self.model.training:
-            self._log_groups(outputs.logits.detach(), groups)
+            self._log_groups(outputs.logits.detach(), groups, margin)
         return (loss, outputs) if return_outputs else loss
 
-    def _log_groups(self, logits: torch.Tensor, groups: dict[str, torch.Tensor]) -> None:
+    def _pair_losses(self, chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None) -> torch.Tensor:
+        """Each pair's share of TRL's `RewardTrainer.compute_loss` (its `margin` and `center_rewards_coefficient`
+        terms included): TRL's batch loss is the mean of these."""
+        diff = chosen - rejected if margin is None else chosen - rejected - margin.float()
+        losses = -F.logsigmoid(diff)
+        if self.args.center_rewards_coefficient is not None:
+            losses = losses + self.args.center_rewards_coefficient * (chosen + rejected) ** 2
+        return losses
+
+    def _log_groups(self, logits: torch.Tensor, groups: dict[str, torch.Tensor], margin=None) -> None:
         mode = "train" if self.model.training else "eval"
         if mode == "train":  # only the share of rare-bucket pairs; the per-group metrics are evaluation's
             if BUCKET_COLUMN in groups:
@@ -214,7 +224,7 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
             return
         chosen, rejected = torch.chunk(logits.squeeze(-1).float(), chunks=2)
         correct = self.accelerator.gather_for_metrics((chosen > rejected).float())
-        losses = self.accelerator.gather_for_metrics(-F.logsigmoid(chosen - rejected))
+        losses = self.accelerator.gather_for_metrics(self._pair_losses(chosen, rejected, margin))
         # per pair, unlike TRL's `eval_accuracy` (a mean of batch means, in which a short last batch weighs as much)
         self._metrics[mode]["all_accuracy"].extend(correct.tolist())
         self._metrics[mode]["all_loss"].extend(losses.tolist())

@@ -7,7 +7,6 @@ from scipy.stats import norm
 from density_rlhf.advantages import (
     compute_advantages,
     gaussian_quantile_advantages,
-    grpo_advantages,
     softmax_advantages,
     softmax_weights,
     weight_statistics,
@@ -15,21 +14,6 @@ from density_rlhf.advantages import (
 
 
 REWARDS = torch.tensor([1.0, 3.0, 2.0, 0.5, 0.2, 0.2, 0.9, 0.1])
-
-
-def test_grpo_matches_trl_whitening():
-    from trl.trainer.utils import nanstd
-
-    grouped = REWARDS.view(2, 4)
-    expected = (grouped - grouped.mean(1, keepdim=True)) / (nanstd(grouped, dim=1, keepdim=True) + 1e-4)
-    torch.testing.assert_close(grpo_advantages(REWARDS, 4), expected.reshape(-1))
-    torch.testing.assert_close(
-        grpo_advantages(REWARDS, 4, "none"), (grouped - grouped.mean(1, keepdim=True)).reshape(-1)
-    )
-    batch = grpo_advantages(REWARDS, 4, "batch")
-    torch.testing.assert_close(batch, ((grouped - grouped.mean(1, keepdim=True)) / (REWARDS.std() + 1e-4)).reshape(-1))
-    with pytest.raises(ValueError, match="scale_rewards"):
-        grpo_advantages(REWARDS, 4, "global")
 
 
 def test_softmax_weights_sum_to_one_per_group():
@@ -65,7 +49,7 @@ def test_gaussian_quantiles_rank_preserving_and_zero_mean():
     torch.testing.assert_close(gaussian_quantile_advantages(rewards**3 + 7, 5), adv)
 
 
-@pytest.mark.parametrize("fn", [grpo_advantages, softmax_advantages, gaussian_quantile_advantages])
+@pytest.mark.parametrize("fn", [softmax_advantages, gaussian_quantile_advantages])
 def test_tied_rewards_get_equal_advantages(fn):
     rewards = torch.tensor([1.0, 2.0, 2.0, 0.0, 3.0, 3.0, 3.0, 3.0])
     adv = fn(rewards, 4)
@@ -74,17 +58,14 @@ def test_tied_rewards_get_equal_advantages(fn):
     assert abs(adv[:4].sum().item()) < 1e-4
 
 
-@pytest.mark.parametrize("mode", ["grpo", "softmax", "gaussian_quantile"])
+@pytest.mark.parametrize("mode", ["softmax", "gaussian_quantile"])
 def test_nan_rewards_are_left_out_as_in_trl(mode):
     rewards = torch.tensor([1.0, math.nan, 3.0, 2.0, math.nan, math.nan, math.nan, math.nan])
     adv = compute_advantages(rewards, 4, mode)
     assert adv[1].item() == 0.0 and torch.all(adv[4:] == 0)  # unscorable -> 0; an all-NaN group -> 0
     assert not torch.isnan(adv).any()
     scorable = compute_advantages(torch.tensor([1.0, 3.0, 2.0]), 3, mode)
-    if mode != "grpo":  # the NaN completion does not change the others' advantages
-        torch.testing.assert_close(adv[[0, 2, 3]], scorable)
-    else:
-        torch.testing.assert_close(adv[[0, 2, 3]], scorable, atol=1e-5, rtol=0)
+    torch.testing.assert_close(adv[[0, 2, 3]], scorable)  # the NaN completion does not change the others
 
 
 def test_weight_statistics():
@@ -96,8 +77,10 @@ def test_weight_statistics():
 
 def test_bad_shapes_and_modes():
     with pytest.raises(ValueError, match="cannot be grouped"):
-        grpo_advantages(torch.ones(7), 4)
+        softmax_advantages(torch.ones(7), 4)
     with pytest.raises(ValueError, match="1-D"):
         softmax_advantages(torch.ones(2, 4), 4)
     with pytest.raises(ValueError, match="advantage_mode"):
         compute_advantages(REWARDS, 4, "ppo")
+    with pytest.raises(ValueError, match="TRL's own whitening"):
+        compute_advantages(REWARDS, 4, "grpo")

@@ -145,6 +145,15 @@ def test_density_sampler_copies_trl_repeat_structure_and_validates_user_samplers
         make(pipe, grpo_args(tmp_path, **common), density_sampler=DensitySampler(weights))._get_train_sampler()
 
 
+def _trl_whitening(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """TRL's GRPO advantages with `scale_rewards="group"`: (R - group mean) / (group std + 1e-4)."""
+    from trl.trainer.utils import nanstd
+
+    grouped = rewards.float().view(-1, num_generations)
+    mean = torch.nanmean(grouped, dim=1, keepdim=True)
+    return ((grouped - mean) / (nanstd(grouped, dim=1, keepdim=True) + 1e-4)).reshape(-1)
+
+
 def test_advantage_mode_rewrites_the_advantages(pipe, tmp_path):
     batch = [pipe["train"][i] for i in range(2) for _ in range(4)]
     outputs = {}
@@ -156,7 +165,8 @@ def test_advantage_mode_rewrites_the_advantages(pipe, tmp_path):
         torch.manual_seed(0)
         out = trainer._generate_and_score_completions(batch)
         rewards = trainer._last_rewards_per_func[:, 0]
-        torch.testing.assert_close(out["advantages"], compute_advantages(rewards, 4, mode), atol=1e-4, rtol=0)
+        expected = _trl_whitening(rewards, 4) if mode == "grpo" else compute_advantages(rewards, 4, mode)
+        torch.testing.assert_close(out["advantages"], expected, atol=1e-4, rtol=0)
         # the completions table shows the advantages used, one per completion of this batch
         logged = torch.tensor(list(trainer._logs["advantages"]))
         assert len(logged) == len(batch)

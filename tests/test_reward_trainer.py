@@ -361,3 +361,19 @@ def test_the_index_is_reweighted_once_and_the_buckets_added_by_the_hook(pipe, tm
     assert BUCKET_COLUMN in trainer.train_dataset.column_names and BUCKET_COLUMN in trainer.eval_dataset.column_names
     assert BUCKET_COLUMN not in pipe["train"].column_names  # the caller's dataset is left as it was
     assert trainer._group_columns[0] == BUCKET_COLUMN
+
+
+def test_per_pair_eval_loss_is_trls_loss_with_margin_and_centering(pipe, tmp_path):
+    """With TRL's `margin` column and `center_rewards_coefficient`, `eval_all_loss` (a per-pair mean) equals TRL's
+    `eval_loss` on one eval batch; without the two terms it would not."""
+    test = pipe["test"].map(lambda x, i: {"margin": 0.5 * (i % 3)}, with_indices=True)
+    args = rm_args(tmp_path, density_index_path=pipe["index"], max_steps=2, per_device_eval_batch_size=len(test),
+                   center_rewards_coefficient=0.3)  # fmt: skip
+    trainer = make(pipe, args, eval_dataset=test)
+    trainer.train()
+    with_terms = trainer.evaluate()
+    args.center_rewards_coefficient = None  # TRL's loss reads it at each step, so does the per-pair one
+    margin_only = trainer.evaluate()
+    for metrics in (with_terms, margin_only):
+        assert metrics["eval_all_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-5)
+    assert with_terms["eval_all_loss"] != pytest.approx(margin_only["eval_all_loss"], rel=1e-3)

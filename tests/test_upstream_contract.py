@@ -51,6 +51,8 @@ SOURCE_FRAGMENTS = [
     (GRPOTrainer, '"advantages"'),  # _generate_and_score_completions' output keys replaced or read
     (GRPOTrainer, '"prompt_ids"'),
     (RewardTrainer, "self._metrics"),
+    (RewardTrainer, 'inputs["margin"]'),  # the per-pair eval loss carries TRL's margin and centering terms
+    (RewardTrainer, "self.args.center_rewards_coefficient * torch.mean((rewards_chosen + rewards_rejected) ** 2)"),
     (KTOTrainer, "self.calculate_KL"),  # the mixin refuses density sampling with KTO's KL term
     (KTOTrainer, "train_sampling_strategy"),
 ]
