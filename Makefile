@@ -44,9 +44,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_density.py
 	$(PY) benchmarks/bench_trainer.py
 
-# The 2-process launch tests, 20 times in a row beside a CPU-bound process (they must never abort at exit).
+# The 2-process launch tests (DeepSpeed and the slow ZeRO-3 rehearsal included), 20 times in a row beside a
+# CPU-bound process, with pass counts per test (they must never abort).
 stress: $(STAMP)
-	$(PY) benchmarks/stress_launch.py --runs 20
+	$(PY) benchmarks/stress_launch.py --runs 20 --deepspeed --slow
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache
