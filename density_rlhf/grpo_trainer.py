@@ -169,9 +169,7 @@ class DensityGRPOTrainer(DensitySamplingMixin, GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         per_func = self._last_rewards_per_func
-        unscorable = torch.isnan(per_func).all(dim=1)
-        rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
-        rewards[unscorable] = torch.nan
+        rewards = self._trl_weighted_rewards(per_func)
         self._log_reward_statistics(mode, rewards, per_func, num_generations)
         if self.args.advantage_mode != "grpo":
             advantages = compute_advantages(
@@ -180,13 +178,27 @@ class DensityGRPOTrainer(DensitySamplingMixin, GRPOTrainer):
                 self.args.advantage_mode,
                 temperature=self.args.softmax_temperature,
             )
-            n = len(inputs)
-            local = advantages[self.accelerator.process_index * n : (self.accelerator.process_index + 1) * n]
+            local = self._trl_process_rows(advantages, len(inputs))
             output["advantages"] = local.to(output["advantages"].device, output["advantages"].dtype)
             self._log_used_advantages(advantages)
         if mode == "train" and self.args.sft_coef > 0:
             output.update(self._sft_batch(inputs, output["prompt_ids"].device))
         return output
+
+    # --- the TRL seam: what TRL computes inside `_generate_and_score_completions` and keeps local -------------------
+    # trl 1.16 `trainer/grpo_trainer.py`; the fragments are pinned by tests/test_upstream_contract.py.
+    def _trl_weighted_rewards(self, per_func: torch.Tensor) -> torch.Tensor:
+        """Each completion's weighted reward as TRL computes it (≈2759-2764, ≈2826-2827): the `nansum` of
+        `reward_weights` times the rewards, NaN for a completion no reward function scored."""
+        unscorable = torch.isnan(per_func).all(dim=1)
+        rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+        rewards[unscorable] = torch.nan
+        return rewards
+
+    def _trl_process_rows(self, gathered: torch.Tensor, rows: int) -> torch.Tensor:
+        """This process's rows of a tensor gathered over processes, as TRL slices its advantages (≈2813-2818)."""
+        start = self.accelerator.process_index * rows
+        return gathered[start : start + rows]
 
     def _log_used_advantages(self, advantages: torch.Tensor) -> None:
         """Put the advantages used, not TRL's, in the completions table: TRL appended its all-process advantages of
@@ -199,12 +211,8 @@ class DensityGRPOTrainer(DensitySamplingMixin, GRPOTrainer):
     def _log_reward_statistics(self, mode: str, rewards: torch.Tensor, per_func: torch.Tensor, num_generations: int):
         metrics = self._metrics[mode]
         grouped = rewards.view(-1, num_generations)
-        if num_generations > 1:
-            group_std = nanstd(grouped, dim=1)
-            metrics["reward/group_std"].append(torch.nanmean(group_std).item())
-            metrics["reward/frac_zero_std_groups"].append(
-                torch.isclose(group_std, torch.zeros_like(group_std)).float().mean().item()
-            )
+        if num_generations > 1:  # the share of zero-std groups is TRL's own `frac_reward_zero_std`
+            metrics["reward/group_std"].append(torch.nanmean(nanstd(grouped, dim=1)).item())
         for key, value in weight_statistics(
             softmax_weights(rewards.cpu(), num_generations, self.args.softmax_temperature)
         ).items():

@@ -67,8 +67,10 @@ class RewardModelScorer:
         return self
 
     def prepare(self, accelerator, deepspeed: bool) -> "RewardModelScorer":
-        """Place the model as TRL places reward models: a DeepSpeed inference engine under DeepSpeed (under ZeRO-3
-        the weights were partitioned at load and are gathered per forward), else `prepare_model` in eval mode."""
+        """Place the model as TRL places reward models (trl 1.16 `GRPOTrainer.__init__` ≈1208-1216, which places only
+        `PreTrainedModel` reward functions; pinned by tests/test_upstream_contract.py): a DeepSpeed inference engine
+        under DeepSpeed (under ZeRO-3 the weights were partitioned at load and are gathered per forward), else
+        `prepare_model` in eval mode."""
         if deepspeed:
             from trl.models import prepare_deepspeed
 

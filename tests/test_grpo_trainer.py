@@ -84,7 +84,7 @@ def test_per_step_statistics_are_logged(pipe, tmp_path):
     keys = set().union(*(h.keys() for h in trainer.state.log_history))
     for key in (
         "advantages/max_weight", "advantages/weight_entropy", "advantages/effective_n", "reward/group_std",
-        "reward/frac_zero_std_groups", "grad_norm", "rewards/reward_model/mean", "rewards/ground_truth/mean",
+        "frac_reward_zero_std", "grad_norm", "rewards/reward_model/mean", "rewards/ground_truth/mean",
         "density/rare_frac",
     ):  # fmt: skip
         assert key in keys, key

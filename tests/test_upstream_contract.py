@@ -45,6 +45,15 @@ SOURCE_FRAGMENTS = [
         "self._signature_columns",
     ),  # DensityRewardTrainer adds its group columns to them  # DensityGRPOTrainer scales its SFT term by it
     (GRPOTrainer, "self.reward_func_names"),  # the per-bucket metric of every reward function
+    # DensityGRPOTrainer._trl_weighted_rewards and _trl_process_rows mirror these lines of _generate_and_score_completions
+    (GRPOTrainer, "unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)"),
+    (GRPOTrainer, "rewards = (rewards_per_func * self.reward_weights.to(device).unsqueeze(0)).nansum(dim=1)"),
+    (GRPOTrainer, "rewards[unscorable_mask] = torch.nan"),
+    (GRPOTrainer, "self.accelerator.process_index * len(prompts),"),
+    (GRPOTrainer, '"frac_reward_zero_std"'),
+    # RewardModelScorer.prepare places the reward model as these lines of GRPOTrainer.__init__ do
+    (GRPOTrainer, "self.reward_funcs[i] = prepare_deepspeed(reward_func, self.accelerator)"),
+    (GRPOTrainer, "reward_func, evaluation_mode=True, device_placement=True"),
     (GRPOTrainer, 'self._logs["advantages"].extend(all_process_advantages'),  # the completions table's advantages
     (GRPOTrainer, "self.multi_objective_aggregation"),  # refused with the softmax and quantile advantages
     (GRPOTrainer, "self._metrics"),  # metrics go in self._metrics[mode]
