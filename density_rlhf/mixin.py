@@ -219,7 +219,7 @@ def _rows_dropped(given: Any, kept: Any, shares_given: dict | None, column: str,
 
 
 def dropped_rows_text(dropped: dict) -> str:
-    """`the trainer's preprocessing dropped 786 of 2,005 rows (rare 20.0% -> 14.6% of rows, ...)`."""
+    """`the trainer's preprocessing dropped 786 of 2,005 rows (bucket shares of rows: rare 20.0% -> 14.6%, ...)`."""
     text = f"the trainer's preprocessing dropped {dropped['given'] - dropped['kept']:,} of {dropped['given']:,} rows"
     before, after = dropped.get("shares_given"), dropped.get("shares_kept")
     if before and after:
