@@ -32,6 +32,7 @@ from .estimators import (
 )
 from .index_files import index_card, push_folder_to_hub, read_index_files, write_index_files
 from .knn import INDEX_TYPES, drop_self_matches, find_duplicates, knn_search, make_faiss_index
+from .prompts import prompt_texts, unique_prompts
 from .version import __version__
 
 
@@ -159,7 +160,7 @@ class DensityIndex:
                 "`density_rlhf.unique_prompts` finds them)."
             )
         if prompts is not None:
-            prompts = _prompt_texts(prompts)
+            prompts = prompt_texts(prompts)
             if len(prompts) != len(prompt_ids):
                 raise ValueError(f"{len(prompts)} prompts for {len(prompt_ids)} prompt_ids: pass them aligned.")
         n = len(prompt_ids)
@@ -276,7 +277,6 @@ class DensityIndex:
         turns)`). The ids are the dataset's `prompt_id_column` when it has one, else `prompt_id(prompt, turns)`, which
         is what `dataset.map(lambda x: {"prompt_id": prompt_id(x["prompt"])})` adds. `build_kwargs` go to `build`.
         """
-        from .prompts import unique_prompts
 
         columns = getattr(dataset, "column_names", None) or []
         if prompt_column not in columns:
@@ -285,7 +285,7 @@ class DensityIndex:
             first: dict[str, Any] = {}
             for pid, prompt in zip(dataset[prompt_id_column], dataset[prompt_column]):
                 first.setdefault(pid, prompt)
-            texts, ids = _prompt_texts(list(first.values()), turns), list(first)
+            texts, ids = prompt_texts(list(first.values()), turns), list(first)
         else:
             texts, ids = unique_prompts(dataset[prompt_column], turns)
         return cls.build(texts, ids, **build_kwargs)
@@ -384,7 +384,7 @@ class DensityIndex:
             if self.metadata["embedder"] == "precomputed":
                 raise ValueError("the index was built from precomputed embeddings: pass `embeddings` to query.")
             embeddings = embed_prompts(
-                _prompt_texts(prompts), self.metadata["embedder"], batch_size=batch_size, show_progress=show_progress
+                prompt_texts(prompts), self.metadata["embedder"], batch_size=batch_size, show_progress=show_progress
             )
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.metadata["dim"]:
@@ -583,19 +583,6 @@ def _weighting(
         raise ValueError(f"uniform_mix must be in [0, 1], got {uniform_mix}.")
     if len(bucket_quantiles) != 2 or not 0.0 <= bucket_quantiles[0] <= bucket_quantiles[1] <= 1.0:
         raise ValueError(f"bucket_quantiles must be (low, high) with 0 <= low <= high <= 1, got {bucket_quantiles}.")
-
-
-def _prompt_texts(prompts: Sequence[Any], turns: str = "last_user") -> list[str]:
-    """The text of each prompt (a string or a message list, `density_rlhf.prompt_text`), naming a bad one."""
-    from .prompts import prompt_text
-
-    texts = []
-    for row, prompt in enumerate(prompts):
-        try:
-            texts.append(prompt_text(prompt, turns))
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"prompt {row}: {err}") from None
-    return texts
 
 
 def check_build_arguments(

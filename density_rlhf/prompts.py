@@ -77,7 +77,27 @@ def prompt_id(prompt: Any, turns: str = "last_user") -> str:
 
     A string's id is the md5 of its normalized text, so a conversational prompt and its `prompt_text` share an id.
     """
-    return hashlib.md5(prompt_text(prompt, turns).encode("utf-8")).hexdigest()[:16]
+    return _text_id(prompt_text(prompt, turns))
+
+
+def _text_id(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8")).hexdigest()[:16]
+
+
+def prompt_texts(prompts: Any, turns: str = "last_user", *, where: str = "prompt", first: int = 0) -> list[str]:
+    """`prompt_text` of each of `prompts`; an error names the bad one (`<where> <first + position>: ...`)."""
+    texts = []
+    for position, prompt in enumerate(prompts):
+        try:
+            texts.append(prompt_text(prompt, turns))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{where} {first + position}: {err}") from None
+    return texts
+
+
+def prompt_ids(prompts: Any, turns: str = "last_user", *, where: str = "prompt", first: int = 0) -> list[str]:
+    """`prompt_id` of each of `prompts`; an error names the bad one, as `prompt_texts` does."""
+    return [_text_id(text) for text in prompt_texts(prompts, turns, where=where, first=first)]
 
 
 def add_prompt_ids(dataset: Any, column: str = "prompt", id_column: str = "prompt_id", turns: str = "last_user"):
@@ -89,13 +109,7 @@ def add_prompt_ids(dataset: Any, column: str = "prompt", id_column: str = "promp
         )
 
     def ids(batch: dict, rows: list[int]) -> dict:
-        out = []
-        for row, prompt in zip(rows, batch[column]):
-            try:
-                out.append(prompt_id(prompt, turns))
-            except (TypeError, ValueError) as err:
-                raise type(err)(f"row {row}, column {column!r}: {err}") from None
-        return {id_column: out}
+        return {id_column: prompt_ids(batch[column], turns, where=f"column {column!r}, row", first=rows[0])}
 
     return dataset.map(ids, batched=True, with_indices=True, desc=f"prompt ids from {column!r}")
 
@@ -103,13 +117,9 @@ def add_prompt_ids(dataset: Any, column: str = "prompt", id_column: str = "promp
 def unique_prompts(prompts: Any, turns: str = "last_user") -> tuple[list[str], list[str]]:
     """`(texts, ids)` of the distinct prompts of `prompts` (strings or message lists) in order of first appearance,
     as `DensityIndex.build` takes them."""
-    texts: dict[str, str] = {}
-    for row, prompt in enumerate(prompts):
-        try:
-            text = prompt_text(prompt, turns)
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"prompt {row}: {err}") from None
-        texts.setdefault(hashlib.md5(text.encode("utf-8")).hexdigest()[:16], text)
+    texts = {}
+    for text in prompt_texts(prompts, turns):
+        texts.setdefault(_text_id(text), text)
     return list(texts.values()), list(texts)
 
 

@@ -255,16 +255,10 @@ class DensitySampler(Sampler[int]):
 def _prompt_id_column(dataset: Any, column: str):
     if hasattr(dataset, "column_names"):
         if column not in dataset.column_names and "prompt" in dataset.column_names:
-            from .prompts import prompt_id
+            from .prompts import prompt_ids
 
             # No id column: the ids of the prompts (strings or messages), as `prompt_id` gives them.
-            ids = []
-            for row, prompt in enumerate(dataset["prompt"]):
-                try:
-                    ids.append(prompt_id(prompt))
-                except (TypeError, ValueError) as err:
-                    raise type(err)(f"row {row}, column 'prompt': {err}") from None
-            return ids
+            return prompt_ids(dataset["prompt"], where="column 'prompt', row")
         if column not in dataset.column_names:
             raise ValueError(
                 f"dataset has no {column!r} column (columns: {dataset.column_names}); add it with "

@@ -114,7 +114,7 @@ def test_prompt_text_and_ids_of_messages():
     with pytest.raises(ValueError, match="turns must be one of"):
         prompt_text("x", turns="last")
     data = Dataset.from_dict({"prompt": ["ok", None, "fine"]})
-    with pytest.raises(TypeError, match=r"row 1, column 'prompt': a prompt must be a string"):
+    with pytest.raises(TypeError, match=r"column 'prompt', row 1: a prompt must be a string"):
         add_prompt_ids(data)
     texts, ids = unique_prompts(["b", [{"role": "user", "content": "b"}], "a"])
     assert texts == ["b", "a"] and ids == [prompt_id("b"), prompt_id("a")]
