@@ -83,12 +83,13 @@ def bench_knn(sizes, k=10):
     from sklearn.neighbors import NearestNeighbors
 
     from density_rlhf.knn import knn_search, make_faiss_index
+    from density_rlhf.settings import SearchSettings
 
     for n in sizes:
         x = clustered_embeddings(n)
         r = {}
         with timed(r, "faiss"):
-            knn_search(make_faiss_index(x, index_type="flat"), x, k)
+            knn_search(make_faiss_index(x, SearchSettings(index_type="flat")), x, k)
         with timed(r, "sklearn"):
             NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x).kneighbors(x)
         print(
@@ -106,6 +107,7 @@ def _approx_index(x: np.ndarray, spec: str):
     import faiss
 
     from density_rlhf.knn import make_faiss_index
+    from density_rlhf.settings import SearchSettings
 
     kind, *opts = spec.split(":")
     opts = {key: int(value) for key, value in (o.split("=") for o in opts) if key != "scan"}
@@ -114,7 +116,7 @@ def _approx_index(x: np.ndarray, spec: str):
         return make_faiss_index(x)
     if kind in ("ivf", "hnsw"):
         kwargs = {"ivf_nlist": opts.get("nlist"), "ivf_nprobe": opts.get("nprobe")} if kind == "ivf" else {}
-        return make_faiss_index(x, index_type=kind, **kwargs)
+        return make_faiss_index(x, SearchSettings(index_type=kind, **kwargs))
     nlist = opts.get("nlist") or int(2 ** round(np.log2(3.2 * np.sqrt(n))))
     if kind == "ivf_hnsw":
         quantizer = faiss.IndexHNSWFlat(d, 32)
@@ -144,6 +146,7 @@ def bench_approx(sizes, k=10, variants=("ivf",), sample_queries=2000, full_exact
 
     from density_rlhf.estimators import density_weights, log_density
     from density_rlhf.knn import drop_self_matches, knn_search, make_faiss_index
+    from density_rlhf.settings import SearchSettings
 
     for n in sizes:
         x = clustered_embeddings(n, seed=1)
@@ -152,7 +155,7 @@ def bench_approx(sizes, k=10, variants=("ivf",), sample_queries=2000, full_exact
             rows = np.sort(np.random.default_rng(0).choice(n, sample_queries, replace=False))
         r = {}
         with timed(r, "flat"):
-            flat = make_faiss_index(x, index_type="flat")
+            flat = make_faiss_index(x, SearchSettings(index_type="flat"))
         with timed(r, "exact"):
             if len(rows) < n:
                 d_exact, i_exact = drop_self_matches(*flat.search(x[rows], k + 1), rows)

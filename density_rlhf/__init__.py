@@ -23,6 +23,8 @@ _LAZY = {
     "with_density_sampling": "density_rlhf.mixin",
     "density_config": "density_rlhf.config",
     "DensityConfigMixin": "density_rlhf.config",
+    "SearchSettings": "density_rlhf.settings",
+    "WeightingSettings": "density_rlhf.settings",
 }
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "DensityRewardTrainer",
     "DensitySampler",
     "DensitySamplingMixin",
+    "SearchSettings",
+    "WeightingSettings",
     "__version__",
     "add_prompt_ids",
     "density_config",
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
     from .mixin import DensitySamplingMixin, with_density_sampling
     from .reward_trainer import DensityRewardConfig, DensityRewardTrainer
     from .sampler import DensityRepeatSampler, DensitySampler
+    from .settings import SearchSettings, WeightingSettings
 
 
 def __getattr__(name: str) -> Any:

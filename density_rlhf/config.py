@@ -3,12 +3,15 @@
 import dataclasses
 from dataclasses import dataclass, field
 
-from .estimators import ESTIMATORS, normalize_bounds
 from .row_weights import MISSING_POLICIES, PAIR_WEIGHTINGS
 from .schedule import SCHEDULES
+from .settings import REWEIGHTABLE, WeightingSettings, check_weighting, overrides_from, with_setting_fields
 
 
 @dataclass
+@with_setting_fields(
+    WeightingSettings, prefix="density_", overrides=True, names=REWEIGHTABLE, after="density_index_path"
+)
 class DensityConfigMixin:
     r"""
     Density fields shared by every density-sampling config ([`DensityRewardConfig`], [`DensityGRPOConfig`] and the
@@ -20,9 +23,6 @@ class DensityConfigMixin:
             (or a `density_index`/`density_sampler` passed to the trainer).
         density_index_path (`str` or `None`, *optional*):
             Directory of a saved [`DensityIndex`]. Also used, with sampling off, to log per-bucket metrics.
-        density_alpha / density_estimator / density_max_weight_ratio / density_target_ess / density_uniform_mix:
-            Override the index's weighting (see [`DensityIndex.reweight`]); `None` keeps the index's values,
-            `density_max_weight_ratio: .inf` or `density_target_ess: 0` lifts that bound.
         density_pair_weighting (`str`, *optional*, defaults to `"per_pair"`):
             `per_pair` gives every pair its prompt's weight; `per_prompt` splits it across the prompt's pairs.
         density_missing (`str`, *optional*, defaults to `"error"`):
@@ -32,8 +32,6 @@ class DensityConfigMixin:
         density_bucket_column (`str` or `None`, *optional*):
             Use this dataset column as the rare/mid/common bucket instead of the index's buckets (the per-bucket
             metrics of `DensityRewardTrainer` and `DensityGRPOTrainer`; refused by other trainers).
-        density_bucket_quantiles (`list[float]` or `None`, *optional*):
-            Override the index's density quantiles separating rare / mid / common.
         eval_group_columns (`list[str]` or `None`, *optional*):
             Extra columns to report evaluation metrics by, besides the density bucket (e.g. a topic column)
             (`DensityRewardTrainer` only; refused by other trainers).
@@ -53,22 +51,10 @@ class DensityConfigMixin:
 
     density_sampling: bool = field(default=False, metadata={"help": "Sample rows by inverse prompt density."})
     density_index_path: str | None = field(default=None, metadata={"help": "Directory of a saved DensityIndex."})
-    density_alpha: float | None = field(default=None, metadata={"help": "Override the index's alpha."})
-    density_estimator: str | None = field(default=None, metadata={"help": "Override the index's estimator."})
-    density_max_weight_ratio: float | None = field(
-        default=None, metadata={"help": "Override the index's max/min weight bound (.inf: none)."}
-    )
-    density_target_ess: float | None = field(
-        default=None, metadata={"help": "Override the index's ESS-fraction target (0: none)."}
-    )
-    density_uniform_mix: float | None = field(default=None, metadata={"help": "Mix weights with uniform."})
     density_pair_weighting: str = field(default="per_pair", metadata={"help": f"One of {PAIR_WEIGHTINGS}."})
     density_missing: str = field(default="error", metadata={"help": f"One of {MISSING_POLICIES}."})
     prompt_id_column: str = field(default="prompt_id", metadata={"help": "Column with the prompt id."})
     density_bucket_column: str | None = field(default=None, metadata={"help": "Precomputed bucket column."})
-    density_bucket_quantiles: list[float] | None = field(
-        default=None, metadata={"help": "Density quantiles separating rare/mid/common."}
-    )
     eval_group_columns: list[str] | None = field(
         default=None,
         metadata={
@@ -109,16 +95,10 @@ class DensityConfigMixin:
             )
         if self.density_alpha_start < 0 or self.density_schedule_epochs < 1:
             raise ValueError("density_alpha_start must be >= 0 and density_schedule_epochs >= 1.")
-        if self.density_alpha is not None and self.density_alpha < 0:
-            raise ValueError(f"density_alpha must be >= 0, got {self.density_alpha}.")
-        if self.density_estimator is not None and self.density_estimator not in ESTIMATORS:
-            raise ValueError(f"density_estimator must be one of {ESTIMATORS} or None, got {self.density_estimator!r}.")
         try:
-            normalize_bounds(self.density_max_weight_ratio, self.density_target_ess)
+            check_weighting(**overrides_from(self))
         except ValueError as err:
-            raise ValueError(f"density_{err}") from None
-        if self.density_bucket_quantiles is not None and len(self.density_bucket_quantiles) != 2:
-            raise ValueError("density_bucket_quantiles needs two values, e.g. `--density_bucket_quantiles 0.2 0.8`.")
+            raise ValueError(f"density_{err} Unset it to keep the index's value.") from None
 
 
 # Fields of the shared density mixin that only `DensityRewardTrainer` implements.

@@ -28,7 +28,7 @@ _SFT_KEYS = ("sft_input_ids", "sft_attention_mask", "sft_labels")
 class DensityGRPOConfig(DensityConfigMixin, GRPOConfig):
     r"""
     Configuration for [`DensityGRPOTrainer`]: every [`~trl.GRPOConfig`] field, the density fields of
-    [`DensityRewardConfig`], and:
+    [`DensityConfigMixin`], and:
 
     Parameters:
         advantage_mode (`str`, *optional*, defaults to `"grpo"`):

@@ -6,8 +6,8 @@ the saved form (checksums, Hub) in `density_rlhf.index_files`. This class ties t
 """
 
 import copy
+import dataclasses
 import logging
-import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,21 +18,17 @@ from .clusters import centroids_of, default_n_clusters, kmeans, labels_from_valu
 from .embedding import DEFAULT_EMBEDDER, embed_prompts
 from .estimators import (
     BUCKETS,
-    DEFAULT_DUPLICATE_TOLERANCE,
-    DEFAULT_MAX_WEIGHT_RATIO,
-    DEFAULT_TARGET_ESS,
-    ESTIMATORS,
     assign_buckets,
     bounded_weights,
     bucket_thresholds,
     effective_sample_size,
     intrinsic_dimension,
     log_density,
-    normalize_bounds,
 )
 from .index_files import index_card, push_folder_to_hub, read_index_files, write_index_files
 from .knn import INDEX_TYPES, drop_self_matches, find_duplicates, knn_search, make_faiss_index
 from .prompts import prompt_texts, unique_prompts
+from .settings import REWEIGHTABLE, SearchSettings, WeightingSettings, split_settings
 from .version import __version__
 
 
@@ -89,14 +85,7 @@ class DensityIndex:
         ):
             raise ValueError(f"cluster_labels must give each of the {n} prompts a centroid row.")
         metadata.setdefault("target_ess", None)  # indexes saved before the ESS bound existed have none
-        self.reweight(
-            alpha=metadata["alpha"],
-            estimator=metadata["estimator"],
-            max_weight_ratio=metadata["max_weight_ratio"],
-            target_ess=metadata["target_ess"],
-            uniform_mix=metadata["uniform_mix"],
-            bucket_quantiles=tuple(metadata["bucket_quantiles"]),
-        )
+        self.reweight()
 
     @classmethod
     def build(
@@ -104,30 +93,16 @@ class DensityIndex:
         prompts: Sequence[str] | None,
         prompt_ids: Sequence[str],
         *,
+        search: SearchSettings | None = None,
+        weighting: WeightingSettings | None = None,
         embedder: str | None = None,
         embeddings: np.ndarray | None = None,
-        k: int = 10,
-        alpha: float = 1.0,
-        estimator: str = "intrinsic",
-        max_weight_ratio: float | None = DEFAULT_MAX_WEIGHT_RATIO,
-        target_ess: float | None = DEFAULT_TARGET_ESS,
-        uniform_mix: float = 0.0,
-        duplicate_tolerance: float = DEFAULT_DUPLICATE_TOLERANCE,
-        bucket_quantiles: tuple[float, float] = (0.2, 0.8),
-        index_type: str = "auto",
-        exact_max_size: int = 50_000,
-        hnsw_m: int = 32,
-        hnsw_ef_construction: int = 80,
-        hnsw_ef_search: int = 96,
-        ivf_nlist: int | None = None,
-        ivf_nprobe: int | None = None,
-        n_clusters: int | None = None,
         cluster_labels: Sequence | None = None,
-        use_gpu: bool | None = None,
         batch_size: int = 64,
         device: str | None = None,
         show_progress: bool = True,
         seed: int = 0,
+        **settings: Any,
     ) -> "DensityIndex":
         """Embed unique prompts (unless `embeddings` are given), merge near-duplicates, search kNN with FAISS.
 
@@ -135,24 +110,16 @@ class DensityIndex:
             prompts: prompt texts aligned with `prompt_ids` (may be `None` when `embeddings` is given); kept for
                 `report`.
             prompt_ids: unique ids, e.g. `density_rlhf.prompt_id(prompt)`.
+            search: the kNN search ([`SearchSettings`]; default its defaults: k 10, exact up to 50,000 prompts).
+            weighting: densities, weights and buckets ([`WeightingSettings`]; default its defaults).
             embedder: sentence-transformers name or path; default the offline all-MiniLM-L6-v2.
             embeddings: precomputed (N, d) embeddings; they are L2-normalized here.
-            k: distinct neighbours per prompt (self and its duplicates excluded); must be < the distinct prompts.
-            alpha: weights ∝ density^-alpha (0 uniform, 1 inverse density).
-            estimator: `intrinsic`, `mean_distance`, `kth_distance` (kNN) or `cluster` (cluster size; see
-                `density_rlhf.estimators`).
-            max_weight_ratio: max/min <= this (default 1000), by tempering alpha; `None` for no bound.
-            target_ess: ESS >= this fraction of N (default 0.3), by capping the heaviest weights; `None` for no
-                bound. With both bounds `None` the weights are the raw density^-alpha.
-            uniform_mix: mix the weights with uniform, w = (1-eps) w + eps/N.
-            duplicate_tolerance: embeddings closer than this (Euclidean, unit vectors) are one duplicate group.
-            bucket_quantiles: density quantiles splitting `rare` / `mid` / `common`.
-            index_type: `auto` (flat up to `exact_max_size`, IVF above), `flat`, `hnsw` or `ivf`.
-            n_clusters: k-means clusters for the `cluster` estimator (default `density_rlhf.clusters.
-                default_n_clusters`, round(sqrt(distinct prompts))); giving it also clusters under a kNN estimator.
             cluster_labels: a group per prompt (any hashable, e.g. a topic) used as the clusters instead of k-means.
-            use_gpu: `None` uses faiss-gpu when GPUs are visible.
+            seed: seeds the IVF training sample and k-means.
+            **settings: any field of `SearchSettings` or `WeightingSettings` by name (`k=5, alpha=0.5`), laid over
+                `search` and `weighting`.
         """
+        search, weighting = split_settings(settings, search, weighting)
         prompt_ids = list(prompt_ids)
         if len(set(prompt_ids)) != len(prompt_ids):
             raise ValueError(
@@ -164,19 +131,8 @@ class DensityIndex:
             if len(prompts) != len(prompt_ids):
                 raise ValueError(f"{len(prompts)} prompts for {len(prompt_ids)} prompt_ids: pass them aligned.")
         n = len(prompt_ids)
-        check_build_arguments(
-            n,
-            k=k,
-            alpha=alpha,
-            estimator=estimator,
-            max_weight_ratio=max_weight_ratio,
-            target_ess=target_ess,
-            uniform_mix=uniform_mix,
-            duplicate_tolerance=duplicate_tolerance,
-            bucket_quantiles=bucket_quantiles,
-            n_clusters=n_clusters,
-            cluster_labels=cluster_labels,
-        )
+        check_build_arguments(n, search, weighting, cluster_labels)
+        k, tolerance = search.k, weighting.duplicate_tolerance
         if embeddings is None:
             if prompts is None:
                 raise ValueError("pass `prompts` aligned with `prompt_ids`, or precomputed `embeddings`.")
@@ -197,27 +153,16 @@ class DensityIndex:
         if (norms == 0).any():
             raise ValueError("embeddings contain all-zero rows; they have no direction to normalize.")
         embeddings = np.ascontiguousarray(embeddings / norms, dtype=np.float32)
-        index_kwargs = dict(
-            index_type=index_type,
-            exact_max_size=exact_max_size,
-            hnsw_m=hnsw_m,
-            hnsw_ef_construction=hnsw_ef_construction,
-            hnsw_ef_search=hnsw_ef_search,
-            ivf_nlist=ivf_nlist,
-            ivf_nprobe=ivf_nprobe,
-            use_gpu=use_gpu,
-            seed=seed,
-        )
-        index = make_faiss_index(embeddings, **index_kwargs)
-        duplicate_of = find_duplicates(index, embeddings, duplicate_tolerance)
+        index = make_faiss_index(embeddings, search, seed=seed)
+        duplicate_of = find_duplicates(index, embeddings, tolerance)
         distinct = np.flatnonzero(duplicate_of == np.arange(n))
         if len(distinct) <= k:
             raise ValueError(
                 f"only {len(distinct)} distinct prompts (the other {n - len(distinct)} are duplicates within "
-                f"duplicate_tolerance={duplicate_tolerance}); k={k} must be smaller: lower k or add prompts."
+                f"duplicate_tolerance={tolerance}); k={k} must be smaller: lower k or add prompts."
             )
         if len(distinct) < n:  # the searched index holds one point per duplicate group
-            index = make_faiss_index(embeddings[distinct], **index_kwargs)
+            index = make_faiss_index(embeddings[distinct], search, seed=seed)
         distances, neighbours = knn_search(index, embeddings[distinct], k)
         group = np.searchsorted(distinct, duplicate_of)  # row -> its group's position among the distinct rows
         clusters, cluster_meta = None, {}
@@ -225,19 +170,21 @@ class DensityIndex:
             labels, names = labels_from_values(cluster_labels)
             clusters = (labels, centroids_of(embeddings, labels, len(names)))
             cluster_meta = {"n_clusters": len(names), "cluster_source": "labels", "cluster_names": names}
-        elif estimator == "cluster" or n_clusters is not None:
-            clusters, cluster_meta = _kmeans_clusters(embeddings, distinct, group, n_clusters, seed, use_gpu)
+        elif weighting.estimator == "cluster" or weighting.n_clusters is not None:
+            clusters, cluster_meta = _kmeans_clusters(
+                embeddings, distinct, group, weighting.n_clusters, seed, search.use_gpu
+            )
         metadata = {
             "embedder": embedder_name,
             "dim": int(embeddings.shape[1]),
             "k": k,
-            "alpha": alpha,
-            "estimator": estimator,
-            "max_weight_ratio": max_weight_ratio,
-            "target_ess": target_ess,
-            "uniform_mix": uniform_mix,
-            "duplicate_tolerance": duplicate_tolerance,
-            "bucket_quantiles": list(bucket_quantiles),
+            "alpha": weighting.alpha,
+            "estimator": weighting.estimator,
+            "max_weight_ratio": weighting.max_weight_ratio,
+            "target_ess": weighting.target_ess,
+            "uniform_mix": weighting.uniform_mix,
+            "duplicate_tolerance": tolerance,
+            "bucket_quantiles": list(weighting.bucket_quantiles),
             "index_type": type(index).__name__,
             "n": n,
             "n_distinct": int(len(distinct)),
@@ -290,33 +237,40 @@ class DensityIndex:
             texts, ids = unique_prompts(dataset[prompt_column], turns)
         return cls.build(texts, ids, **build_kwargs)
 
-    def reweight(
-        self,
-        *,
-        alpha: float | None = None,
-        estimator: str | None = None,
-        max_weight_ratio: float | None = None,
-        target_ess: float | None = None,
-        uniform_mix: float | None = None,
-        bucket_quantiles: tuple[float, float] | None = None,
-    ) -> "DensityIndex":
+    @property
+    def weighting(self) -> WeightingSettings:
+        """The index's current [`WeightingSettings`]."""
+        meta = self.metadata
+        values = {name: meta[name] for name in REWEIGHTABLE}
+        n_clusters = meta.get("n_clusters") if meta.get("cluster_source") == "kmeans" else None
+        return WeightingSettings(**values, duplicate_tolerance=meta["duplicate_tolerance"], n_clusters=n_clusters)
+
+    def reweight(self, weighting: WeightingSettings | None = None, **overrides: Any) -> "DensityIndex":
         """Recompute density, weights and buckets from the stored kNN distances (no new search), in place.
 
-        `None` keeps the current value; `max_weight_ratio=inf` or `target_ess=0` lifts that bound. Every argument is
-        validated before anything changes, so a `ValueError` leaves the index as it was. Use `reweighted` for a
-        copy. `estimator="cluster"` on an index without clusters runs k-means first (`n_clusters` of `build`'s
-        default, the index's seed).
+        `weighting` replaces the index's [`WeightingSettings`] (its `duplicate_tolerance` and `n_clusters` must be
+        the index's: they need a new build). `overrides` name fields of `REWEIGHTABLE` (`alpha`, `estimator`,
+        `max_weight_ratio`, `target_ess`, `uniform_mix`, `bucket_quantiles`); `None` keeps the current value,
+        `max_weight_ratio=inf` or `target_ess=0` lifts that bound. Everything is validated before anything changes,
+        so a `ValueError` leaves the index as it was. Use `reweighted` for a copy. `estimator="cluster"` on an index
+        without clusters runs k-means first (`n_clusters` of `build`'s default, the index's seed).
         """
+        unknown = set(overrides) - set(REWEIGHTABLE)
+        if unknown:
+            raise TypeError(f"reweight takes {REWEIGHTABLE}, not {sorted(unknown)} (they need a new build).")
         meta = self.metadata
-        alpha = meta["alpha"] if alpha is None else alpha
-        estimator = meta["estimator"] if estimator is None else estimator
-        max_weight_ratio, target_ess = normalize_bounds(
-            meta["max_weight_ratio"] if max_weight_ratio is None else max_weight_ratio,
-            meta["target_ess"] if target_ess is None else target_ess,
-        )
-        uniform_mix = meta["uniform_mix"] if uniform_mix is None else uniform_mix
-        quantiles = tuple(meta["bucket_quantiles"] if bucket_quantiles is None else bucket_quantiles)
-        _weighting(alpha, estimator, max_weight_ratio, target_ess, uniform_mix, quantiles)
+        current = self.weighting
+        if weighting is not None:
+            for name in ("duplicate_tolerance", "n_clusters"):
+                if getattr(weighting, name) not in (None, getattr(current, name)):
+                    raise ValueError(
+                        f"{name}={getattr(weighting, name)} differs from the index's {getattr(current, name)}: "
+                        "it needs a new DensityIndex.build."
+                    )
+            current = dataclasses.replace(weighting, duplicate_tolerance=current.duplicate_tolerance)
+        new = dataclasses.replace(current, **{name: v for name, v in overrides.items() if v is not None})
+        alpha, estimator, quantiles = new.alpha, new.estimator, new.bucket_quantiles
+        max_weight_ratio, target_ess, uniform_mix = new.max_weight_ratio, new.target_ess, new.uniform_mix
         d_hat = intrinsic_dimension(self.knn_distances[self.distinct_rows]) if estimator == "intrinsic" else None
         clusters, cluster_meta = (self.cluster_labels, self.cluster_centroids), {}
         if estimator == "cluster" and self.cluster_labels is None:
@@ -354,14 +308,14 @@ class DensityIndex:
         self.log_density, self.weights, self.bound_stats, self.buckets = log_p, weights, stats, buckets
         return self
 
-    def reweighted(self, **overrides) -> "DensityIndex":
-        """A copy reweighted by `overrides` (the arguments of `reweight`); this index is left as it is.
+    def reweighted(self, weighting: WeightingSettings | None = None, **overrides: Any) -> "DensityIndex":
+        """A copy reweighted by `weighting` and `overrides` (as for `reweight`); this index is left as it is.
 
         The copy shares the read-only embeddings, kNN arrays and FAISS index with this one.
         """
         new = copy.copy(self)
         new.metadata = copy.deepcopy(self.metadata)
-        return new.reweight(**overrides)
+        return new.reweight(weighting, **overrides)
 
     def query(
         self,
@@ -566,52 +520,22 @@ def _kmeans_clusters(
     return (labels[group], centroids), {"n_clusters": n_clusters, "cluster_source": "kmeans"}
 
 
-def _weighting(
-    alpha: float,
-    estimator: str,
-    max_weight_ratio: float | None,
-    target_ess: float | None,
-    uniform_mix: float,
-    bucket_quantiles: Sequence[float],
-) -> None:
-    """`ValueError` for a weighting `DensityIndex.reweight` cannot apply."""
-    if not isinstance(alpha, numbers.Real) or not np.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha}.")
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
-    if not isinstance(uniform_mix, numbers.Real) or not 0.0 <= uniform_mix <= 1.0:
-        raise ValueError(f"uniform_mix must be in [0, 1], got {uniform_mix}.")
-    if len(bucket_quantiles) != 2 or not 0.0 <= bucket_quantiles[0] <= bucket_quantiles[1] <= 1.0:
-        raise ValueError(f"bucket_quantiles must be (low, high) with 0 <= low <= high <= 1, got {bucket_quantiles}.")
-
-
 def check_build_arguments(
     n: int,
-    *,
-    k: int,
-    alpha: float,
-    estimator: str,
-    max_weight_ratio: float | None,
-    target_ess: float | None,
-    uniform_mix: float,
-    duplicate_tolerance: float,
-    bucket_quantiles: Sequence[float],
-    n_clusters: int | None = None,
+    search: SearchSettings | None = None,
+    weighting: WeightingSettings | None = None,
     cluster_labels: Sequence | None = None,
 ) -> None:
-    """`ValueError` for settings `DensityIndex.build` cannot use on `n` prompts, checked before any embedding."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k < n:
-        raise ValueError(f"k={k} must be between 1 and the number of prompts minus one ({n - 1}), an integer.")
+    """`ValueError` for settings `DensityIndex.build` cannot use on `n` prompts, checked before any embedding (the
+    settings check their own ranges when they are made)."""
+    search, weighting = search or SearchSettings(), weighting or WeightingSettings()
+    if not search.k < n:
+        raise ValueError(f"k={search.k} must be between 1 and the number of prompts minus one ({n - 1}), an integer.")
     if cluster_labels is not None:
         if len(cluster_labels) != n:
             raise ValueError(f"{len(cluster_labels)} cluster_labels for {n} prompts: pass one per prompt.")
-        if n_clusters is not None:
+        if weighting.n_clusters is not None:
             raise ValueError("pass n_clusters (k-means) or cluster_labels (given groups), not both.")
-    if n_clusters is not None and (isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral)):
-        raise ValueError(f"n_clusters must be an integer >= 2, got {n_clusters!r}.")
-    if not np.isfinite(duplicate_tolerance) or duplicate_tolerance < 0:
-        raise ValueError(f"duplicate_tolerance must be a finite number >= 0, got {duplicate_tolerance}.")
-    _weighting(alpha, estimator, *normalize_bounds(max_weight_ratio, target_ess), uniform_mix, bucket_quantiles)
 
 
 # A multilingual embedder of the same family, for prompt sets the English-only default does not read.

@@ -6,11 +6,10 @@ import logging
 import numpy as np
 
 from .estimators import group_duplicates
+from .settings import INDEX_TYPES, SearchSettings
 
 
 logger = logging.getLogger(__name__)
-
-INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
 
 
 def _use_gpu(use_gpu: bool | None) -> bool:
@@ -28,47 +27,38 @@ def default_nprobe(n: int) -> int:
     return max(10, round(10 * (n / 1e5) ** 0.3))
 
 
-def make_faiss_index(
-    embeddings: np.ndarray,
-    *,
-    index_type: str = "auto",
-    exact_max_size: int = 50_000,
-    hnsw_m: int = 32,
-    hnsw_ef_construction: int = 80,
-    hnsw_ef_search: int = 96,
-    ivf_nlist: int | None = None,
-    ivf_nprobe: int | None = None,
-    use_gpu: bool | None = None,
-    seed: int = 0,
-):
-    """Build a FAISS L2 index over `embeddings`: exact (flat) up to `exact_max_size` rows, IVF above (`auto`).
+def make_faiss_index(embeddings: np.ndarray, search: SearchSettings | None = None, *, seed: int = 0):
+    """Build a FAISS L2 index over `embeddings` as `search` says (default `SearchSettings()`): exact (flat) up to
+    `exact_max_size` rows, IVF above (`auto`); `seed` seeds the IVF training sample and k-means.
 
     IVF beat HNSW on clustered 384-d embeddings (benchmarks/README.md): about 3.2 sqrt(N) lists and `default_nprobe`
     probes, searched list by list (`ivf_self_search`), keep recall@10 >= 0.9 at N = 10^5 and 10^6.
     """
     import faiss
 
+    search = search or SearchSettings()
     n, d = embeddings.shape
+    index_type = search.index_type
     if index_type == "auto":
-        index_type = "flat" if n <= exact_max_size else "ivf"
+        index_type = "flat" if n <= search.exact_max_size else "ivf"
     if index_type == "flat":
         index = faiss.IndexFlatL2(d)
     elif index_type == "hnsw":
-        index = faiss.IndexHNSWFlat(d, hnsw_m)
-        index.hnsw.efConstruction = hnsw_ef_construction
-        index.hnsw.efSearch = hnsw_ef_search
+        index = faiss.IndexHNSWFlat(d, search.hnsw_m)
+        index.hnsw.efConstruction = search.hnsw_ef_construction
+        index.hnsw.efSearch = search.hnsw_ef_search
     elif index_type == "ivf":
         # about 3 sqrt(N) lists, rounded to a power of two (1024 at N = 1e5)
-        nlist = ivf_nlist or int(2 ** round(np.log2(max(1.0, 3.2 * np.sqrt(n)))))
+        nlist = search.ivf_nlist or int(2 ** round(np.log2(max(1.0, 3.2 * np.sqrt(n)))))
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
         index.cp.seed = seed
         # k-means on a seeded sample of 40 points per list: as good a partition, a fraction of the training time
         sample = np.random.default_rng(seed).permutation(n)[: 40 * nlist]
         index.train(embeddings[np.sort(sample)])
-        index.nprobe = ivf_nprobe or default_nprobe(n)
+        index.nprobe = search.ivf_nprobe or default_nprobe(n)
     else:
         raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}.")
-    if _use_gpu(use_gpu) and index_type != "hnsw":  # FAISS has no GPU HNSW; it stays on the CPU
+    if _use_gpu(search.use_gpu) and index_type != "hnsw":  # FAISS has no GPU HNSW; it stays on the CPU
         options = faiss.GpuMultipleClonerOptions()
         options.shard = True  # each visible GPU holds and searches a share of the points
         index = faiss.index_cpu_to_all_gpus(index, co=options)

@@ -22,6 +22,7 @@ from trl.trainer.utils import get_config_model_id
 from .config import DensityConfigMixin, density_config, refuse_reward_only_fields
 from .sampler import DensityRepeatSampler, DensitySampler
 from .schedule import AlphaSchedule
+from .settings import overrides_from
 
 
 logger = logging.getLogger(__name__)
@@ -38,14 +39,7 @@ def load_density_index(args: DensityConfigMixin, index=None):
         index = DensityIndex.load(args.density_index_path)
     if index is None:
         return None
-    return index.reweighted(
-        alpha=args.density_alpha,
-        estimator=args.density_estimator,
-        max_weight_ratio=args.density_max_weight_ratio,
-        target_ess=args.density_target_ess,
-        uniform_mix=args.density_uniform_mix,
-        bucket_quantiles=tuple(args.density_bucket_quantiles) if args.density_bucket_quantiles else None,
-    )
+    return index.reweighted(**overrides_from(args))
 
 
 def sampling_seed(args) -> int:

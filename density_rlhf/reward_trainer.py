@@ -34,28 +34,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class DensityRewardConfig(DensityConfigMixin, RewardConfig):
     r"""
-    Configuration for [`DensityRewardTrainer`]: every [`~trl.RewardConfig`] field plus the density fields below.
-
-    Parameters:
-        density_sampling (`bool`, *optional*, defaults to `False`):
-            Draw training pairs with probability ∝ density^-alpha of their prompt.
-        density_index_path (`str` or `None`, *optional*):
-            Saved [`DensityIndex`]. With sampling off it is still used to log per-bucket metrics.
-        density_alpha, density_estimator, density_max_weight_ratio, density_target_ess, density_uniform_mix:
-            Override the index's weighting; `None` keeps what the index was built with (`.inf` / `0` lift a
-            bound).
-        density_pair_weighting (`str`, *optional*, defaults to `"per_pair"`):
-            `per_pair` (every pair gets its prompt's weight) or `per_prompt` (split across the prompt's pairs).
-        density_missing (`str`, *optional*, defaults to `"error"`):
-            Pairs whose prompt id is not in the index: `error` or `uniform` (mean weight, counted).
-        prompt_id_column (`str`, *optional*, defaults to `"prompt_id"`):
-            Column with `density_rlhf.prompt_id(prompt)`.
-        density_bucket_column (`str` or `None`, *optional*):
-            Use this column as the rare/mid/common bucket instead of the index's.
-        density_bucket_quantiles (`list[float]` or `None`, *optional*):
-            Override the density quantiles separating rare / mid / common.
-        eval_group_columns (`list[str]` or `None`, *optional*):
-            Extra columns to report evaluation metrics by, besides the density bucket (e.g. a topic column).
+    Configuration for [`DensityRewardTrainer`]: every [`~trl.RewardConfig`] field plus the density fields of
+    [`DensityConfigMixin`] (`density_sampling`, `density_index_path`, the `density_<name>` weighting overrides, ...),
+    documented there once.
     """
 
     def __post_init__(self):

@@ -140,7 +140,7 @@ def test_cluster_log_density_counts_members():
     "kwargs, message",
     [
         ({"n_clusters": 4, "cluster_labels": ["a"] * 472}, "not both"),
-        ({"n_clusters": 1}, "between 2 and the number of distinct prompts"),
+        ({"n_clusters": 1}, "n_clusters must be an integer >= 2"),
         ({"n_clusters": 10_000}, "between 2 and the number of distinct prompts"),
         ({"n_clusters": 2.5}, "n_clusters must be an integer"),
         ({"cluster_labels": ["a", "b"]}, "2 cluster_labels for 472 prompts"),

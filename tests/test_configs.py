@@ -13,6 +13,7 @@ from density_rlhf.experiment.graph import RunnerArguments
 from density_rlhf.experiment.prepare import PrepareDataArguments
 from density_rlhf.recipe_kit import BuildDensityArguments, DensityReportArguments, DensityScriptArguments
 from density_rlhf.recipes import train_grpo
+from density_rlhf.settings import REWEIGHTABLE, SearchSettings, WeightingSettings
 
 from .conftest import REPO
 
@@ -20,9 +21,13 @@ from .conftest import REPO
 OUR_CONFIGS = (
     DensityConfigMixin, DensityRewardConfig, DensityGRPOConfig, DensityScriptArguments, PrepareDataArguments,
     BuildDensityArguments, DensityReportArguments, EvaluateArguments, RunnerArguments, train_grpo.GRPOScriptArguments,
+    SearchSettings, WeightingSettings,
 )  # fmt: skip
-# Read by name in a loop rather than as `.field` (prepare.py: `getattr(args, f"{source}_path")`, `no_{source}`).
-READ_DYNAMICALLY = {"hh_path", "uf_path", "se_path", "local_path", "no_hh", "no_uf", "no_se"}
+# Read by name in a loop rather than as `.field` (prepare.py: `getattr(args, f"{source}_path")`, `no_{source}`;
+# `settings.overrides_from` reads the `density_*` overrides, whose settings are checked as WeightingSettings' fields).
+READ_DYNAMICALLY = {
+    "hh_path", "uf_path", "se_path", "local_path", "no_hh", "no_uf", "no_se", *(f"density_{n}" for n in REWEIGHTABLE)
+}  # fmt: skip
 # Inherited from TRL's ScriptArguments without an effect here; refused when set (tested below).
 REFUSED = {"dataset_streaming": True, "ignore_bias_buffers": True}
 

@@ -111,12 +111,13 @@ def test_ivf_self_search_finds_what_index_search_finds():
     """List-by-list search of an IVF-Flat index gives `index.search`'s hits at the same nprobe (the same probes,
     exact distances within them), and `knn_search` takes that path for an IVF index."""
     from density_rlhf.knn import ivf_self_search, knn_search, make_faiss_index
+    from density_rlhf.settings import SearchSettings
 
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(12, 32))
     x = (centers[rng.integers(0, 12, 3000)] + 0.3 * rng.normal(size=(3000, 32))).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    index = make_faiss_index(x, index_type="ivf", ivf_nlist=32, ivf_nprobe=4)
+    index = make_faiss_index(x, SearchSettings(index_type="ivf", ivf_nlist=32, ivf_nprobe=4))
     d_ref, i_ref = index.search(x, 11)
     d, i = ivf_self_search(index, x, 10)
     np.testing.assert_allclose(d, d_ref, atol=1e-5)

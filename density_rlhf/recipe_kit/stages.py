@@ -10,7 +10,7 @@ from pathlib import Path
 from datasets import DatasetDict, load_from_disk
 
 from ..data.prompts import prompt_table
-from ..estimators import DEFAULT_DUPLICATE_TOLERANCE, DEFAULT_MAX_WEIGHT_RATIO, DEFAULT_TARGET_ESS
+from ..settings import SearchSettings, WeightingSettings, settings_from, with_setting_fields
 from .recipe import ConfigError, MissingInputError, RecipeError
 
 
@@ -22,9 +22,11 @@ DEFAULT_DENSITY_DIR = "outputs/density"
 
 
 @dataclass
+@with_setting_fields(SearchSettings, WeightingSettings, after="embedder")
 class BuildDensityArguments:
     r"""
-    Arguments of the density stage (`recipes/build_density.py`).
+    Arguments of the density stage (`recipes/build_density.py`): the fields below, then every field of
+    [`SearchSettings`] and [`WeightingSettings`] (listed under "Settings").
 
     Parameters:
         data_dir (`str`, *optional*, defaults to `"outputs/data"`):
@@ -38,44 +40,13 @@ class BuildDensityArguments:
             Split whose unique prompts are indexed.
         embedder (`str` or `None`, *optional*):
             sentence-transformers model name or path; default the offline all-MiniLM-L6-v2.
-        k (`int`, *optional*, defaults to `10`):
-            Neighbours per prompt.
-        alpha (`float`, *optional*, defaults to `1.0`):
-            Weights ∝ density^-alpha.
-        estimator (`str`, *optional*, defaults to `"intrinsic"`):
-            `intrinsic`, `mean_distance`, `kth_distance` (kNN) or `cluster` (weights ∝ cluster size^-alpha; see
-            `density_rlhf.estimators`).
-        n_clusters (`int` or `None`, *optional*):
-            k-means clusters for the `cluster` estimator; `None` takes round(sqrt(distinct prompts)).
         cluster_column (`str` or `None`, *optional*):
             Use this column of the split (e.g. a topic or category) as the clusters instead of k-means; a prompt takes
             the value of its first row.
-        max_weight_ratio (`float` or `None`, *optional*, defaults to `1000.0`):
-            Bound on max/min weight, met by tempering alpha (`null`: no bound).
-        target_ess (`float` or `None`, *optional*, defaults to `0.3`):
-            Bound on the ESS fraction, met by capping the heaviest weights (`null`: no bound). With both bounds
-            `null` the weights are the raw density^-alpha.
-        uniform_mix (`float`, *optional*, defaults to `0.0`):
-            Mix weights with uniform.
-        duplicate_tolerance (`float`, *optional*, defaults to `0.001`):
-            Prompts whose unit embeddings lie closer than this form one duplicate group (see
-            `density_rlhf.estimators`).
-        bucket_quantiles (`list[float]`, *optional*, defaults to `[0.2, 0.8]`):
-            Density quantiles separating rare / mid / common.
-        index_type (`str`, *optional*, defaults to `"auto"`):
-            `auto`, `flat`, `hnsw` or `ivf`.
-        exact_max_size (`int`, *optional*, defaults to `50000`):
-            `auto` uses the exact index up to this many prompts.
-        hnsw_m / hnsw_ef_search (`int`, *optional*):
-            HNSW parameters.
-        ivf_nprobe (`int` or `None`, *optional*):
-            IVF lists probed per query; `None` chooses by the number of prompts (`density_rlhf.knn.default_nprobe`).
-        use_gpu (`bool` or `None`, *optional*):
-            Use faiss-gpu; `None` uses it when GPUs are visible.
         embed_batch_size (`int`, *optional*, defaults to `64`):
             Embedding batch size.
         seed (`int`, *optional*, defaults to `0`):
-            Seed of the IVF clustering.
+            Seed of the IVF and k-means clustering (and of the default data when it is built).
         report (`bool`, *optional*, defaults to `True`):
             Write the weights report (PNGs and markdown, `DensityIndex.report`) to `<density_dir>/report`.
         push_to_hub (`bool`, *optional*, defaults to `False`) and hub_dataset_id (`str` or `None`):
@@ -89,49 +60,19 @@ class BuildDensityArguments:
     density_dir: str = field(default="outputs/density", metadata={"help": "Where the density index is saved."})
     split: str = field(default="train", metadata={"help": "Split whose prompts are indexed."})
     embedder: str | None = field(default=None, metadata={"help": "sentence-transformers model name or path."})
-    k: int = field(default=10, metadata={"help": "Neighbours per prompt."})
-    alpha: float = field(default=1.0, metadata={"help": "Weights are proportional to density^-alpha."})
-    estimator: str = field(
-        default="intrinsic", metadata={"help": "intrinsic, mean_distance, kth_distance (kNN) or cluster."}
-    )
-    n_clusters: int | None = field(
-        default=None, metadata={"help": "k-means clusters for the cluster estimator (default: sqrt of the prompts)."}
-    )
     cluster_column: str | None = field(
         default=None, metadata={"help": "Column used as the clusters instead of k-means (e.g. a topic)."}
     )
-    max_weight_ratio: float | None = field(
-        default=DEFAULT_MAX_WEIGHT_RATIO,
-        metadata={"help": "Bound on max/min weight, met by tempering alpha (null: no bound)."},
-    )
-    target_ess: float | None = field(
-        default=DEFAULT_TARGET_ESS,
-        metadata={"help": "Bound on the ESS fraction, met by capping the heaviest weights (null: no bound)."},
-    )
-    uniform_mix: float = field(default=0.0, metadata={"help": "Mix the weights with uniform by this fraction."})
-    duplicate_tolerance: float = field(
-        default=DEFAULT_DUPLICATE_TOLERANCE, metadata={"help": "Embeddings closer than this are one duplicate group."}
-    )
-    bucket_quantiles: list[float] = field(
-        default_factory=lambda: [0.2, 0.8], metadata={"help": "Density quantiles separating rare/mid/common."}
-    )
-    index_type: str = field(default="auto", metadata={"help": "auto, flat, hnsw or ivf."})
-    exact_max_size: int = field(default=50_000, metadata={"help": "`auto` is exact up to this many prompts."})
-    hnsw_m: int = field(default=32, metadata={"help": "HNSW graph degree."})
-    hnsw_ef_search: int = field(default=96, metadata={"help": "HNSW search breadth."})
-    ivf_nprobe: int | None = field(
-        default=None, metadata={"help": "IVF lists probed per query (default: by the number of prompts)."}
-    )
-    use_gpu: bool | None = field(default=None, metadata={"help": "Use faiss-gpu (default: when GPUs are visible)."})
     embed_batch_size: int = field(default=64, metadata={"help": "Embedding batch size."})
-    seed: int = field(default=0, metadata={"help": "Seed of the IVF clustering."})
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the IVF and k-means clustering (and of the default data)."}
+    )
     report: bool = field(default=True, metadata={"help": "Write the weights report to <density_dir>/report."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the index as a Hub dataset repo."})
     hub_dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset repo id for `push_to_hub`."})
 
     def __post_init__(self):
-        if len(self.bucket_quantiles) != 2:
-            raise ValueError(f"bucket_quantiles needs two values (low, high), got {self.bucket_quantiles}.")
+        self.search, self.weighting = settings_from(self, SearchSettings), settings_from(self, WeightingSettings)
         if self.n_clusters is not None and self.cluster_column is not None:
             raise ValueError("set n_clusters (k-means) or cluster_column (given groups), not both.")
         if self.push_to_hub and not self.hub_dataset_id:
@@ -239,19 +180,7 @@ def build_density(
     prompts = [row["prompt"] for row in table]
     cluster_labels = prompt_column(data[args.split], args.cluster_column, table) if args.cluster_column else None
     try:  # every setting that can be checked from the prompt count, before the embedder is loaded
-        check_build_arguments(
-            len(prompts),
-            k=args.k,
-            alpha=args.alpha,
-            estimator=args.estimator,
-            max_weight_ratio=args.max_weight_ratio,
-            target_ess=args.target_ess,
-            uniform_mix=args.uniform_mix,
-            duplicate_tolerance=args.duplicate_tolerance,
-            bucket_quantiles=args.bucket_quantiles,
-            n_clusters=args.n_clusters,
-            cluster_labels=cluster_labels,
-        )
+        check_build_arguments(len(prompts), args.search, args.weighting, cluster_labels)
     except ValueError as err:
         raise ConfigError(
             f"{err} ({len(prompts)} distinct prompts in {args.data_dir}, split {args.split!r})"
@@ -264,22 +193,9 @@ def build_density(
             [row["id"] for row in table],
             embedder=args.embedder or (DEFAULT_EMBEDDER if embeddings is not None else None),
             embeddings=embeddings,
-            k=args.k,
-            alpha=args.alpha,
-            estimator=args.estimator,
-            max_weight_ratio=args.max_weight_ratio,
-            target_ess=args.target_ess,
-            uniform_mix=args.uniform_mix,
-            duplicate_tolerance=args.duplicate_tolerance,
-            bucket_quantiles=tuple(args.bucket_quantiles),
-            index_type=args.index_type,
-            exact_max_size=args.exact_max_size,
-            hnsw_m=args.hnsw_m,
-            hnsw_ef_search=args.hnsw_ef_search,
-            ivf_nprobe=args.ivf_nprobe,
-            n_clusters=args.n_clusters,
+            search=args.search,
+            weighting=args.weighting,
             cluster_labels=cluster_labels,
-            use_gpu=args.use_gpu,
             batch_size=args.embed_batch_size,
             seed=args.seed,
         )
