@@ -339,7 +339,7 @@ def test_concurrent_stages_share_the_cores_and_a_last_stage_alone_gets_them_all(
 
     threads = {}
 
-    def fake_run_stage(stage, launcher, log_dir, index, total, threads_for_stage=0):
+    def fake_run_stage(stage, launcher, log_dir, index, total, threads_for_stage=0, workers=None):
         threads[stage.name] = threads_for_stage
         return {"stage": stage.name, "seconds": 0.0}
 
@@ -436,3 +436,41 @@ def test_policies_are_paired_by_prompt_and_pooled_over_seeds():
     diffs = [0.25, 0.0, 0.5, 0.75] * 3
     assert rule["p_value"] == pytest.approx(wilcoxon(diffs, zero_method="wilcox").pvalue)
     assert pooled["all"]["tic_rate"]["p_value"] == 1.0 and pooled["all"]["tic_rate"]["holm_verdict"].startswith("no")
+
+
+def test_forked_stages_get_their_arguments_threads_and_log_and_an_abort_takes_only_its_own_stage(tmp_path):
+    """A single-process stage runs in a process forked from the stage server: it sees its own argv, environment and
+    thread count, writes its own log, and a stage that aborts (SIGABRT) fails alone while its neighbour finishes."""
+    from density_rlhf.experiment import execution, graph
+
+    ok_script, abort_script = tmp_path / "ok.py", tmp_path / "boom.py"
+    ok_script.write_text(
+        "import os, sys, torch\n"
+        "print('argv', sys.argv[1:], 'threads', torch.get_num_threads(), 'omp', os.environ['OMP_NUM_THREADS'])\n"
+    )
+    abort_script.write_text("import os, time\ntime.sleep(1)\nprint('about to abort', flush=True)\nos.abort()\n")
+    ok = graph.Stage("ok", str(ok_script), None, None, ["--flag", "x y"], tmp_path / "ok_out")
+    boom = graph.Stage("boom", str(abort_script), None, None, [], tmp_path / "boom_out")
+    (tmp_path / "logs_dir").mkdir()
+    with pytest.raises(execution.StageFailed) as failed:
+        execution.run_all([boom, ok], "", tmp_path / "logs_dir", max_parallel=2, stage_workers=True)
+    assert "stage boom failed (exit -6)" in str(failed.value) and "about to abort" in str(failed.value)
+    log = (tmp_path / "logs_dir" / "ok.log").read_text()
+    assert "in a forked stage process" in log.splitlines()[0]
+    assert "argv ['--flag', 'x y'] threads 1 omp 1" in log
+    assert json.loads((ok.output / execution.MARKER).read_text())["status"] == "done"
+
+
+@pytest.mark.parametrize("value, expected", [("auto", None), (3, 3), ("2", 2), ("0", "error"), ("two", "error")])
+def test_max_parallel_is_auto_or_a_positive_integer(value, expected, monkeypatch):
+    from density_rlhf.experiment import execution
+
+    monkeypatch.setattr(execution.os, "cpu_count", lambda: 16)
+    if expected == "error":
+        with pytest.raises(ValueError, match="max_parallel must be `auto` or an integer >= 1"):
+            RunnerArguments(max_parallel=value)
+    else:
+        assert RunnerArguments(max_parallel=value).max_parallel == (expected or execution.auto_parallel())
+    assert execution.auto_parallel(cores=16, memory_bytes=64 * 1024**3) == 16
+    assert execution.auto_parallel(cores=16, memory_bytes=8 * 1024**3) == 4  # 2 GiB per stage
+    assert execution.auto_parallel(cores=2, memory_bytes=1024**3) == 1

@@ -1,19 +1,30 @@
-"""Running the stage graph: one subprocess per stage with its log, markers that skip finished stages and resume
+"""Running the stage graph: one process per stage with its log, markers that skip finished stages and resume
 unfinished ones, free ports for concurrent `accelerate launch`es, and at most `max_parallel` stages at once with their
-thread counts capped."""
+thread counts capped.
+
+A single-process stage runs in a process forked from a long-lived server that imported torch, transformers, TRL and
+the recipes once (Python's `forkserver`, `StageWorkers`), instead of a fresh `python` that spends ~10 s importing
+them. Each stage is still its own process with its own log: one that fails or aborts cannot take the others down.
+Launched stages (`accelerate launch ...`) run as subprocesses.
+"""
 
 import json
+import multiprocessing
 import os
+import runpy
 import shlex
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..recipe_kit.recipe import RECIPES_DIR, resolve_config
-from .graph import Stage
+
+
+if TYPE_CHECKING:
+    from .graph import Stage
 
 
 MARKER = ".density_rlhf_stage.json"
@@ -21,8 +32,78 @@ MARKER = ".density_rlhf_stage.json"
 TRAINING_SCRIPTS = ("train_sft.py", "train_rm.py", "train_grpo.py", "train_dpo.py", "train_kto.py", "train_rloo.py")
 
 
+# The modules the stage server imports once; each stage process is forked from it with them loaded.
+PRELOAD = (
+    "torch",
+    "transformers",
+    "faiss",
+    "sentence_transformers",
+    *(f"density_rlhf.recipes.{name}" for name in (
+        "prepare_data", "build_density", "train_sft", "train_rm", "train_grpo", "evaluate", "density_report"
+    )),
+)  # fmt: skip
+# Memory one tiny stage may use at its peak (a forked stage shares the server's pages until it writes them).
+STAGE_MEMORY_BYTES = 2 * 1024**3
+
+
 class StageFailed(RuntimeError):
     pass
+
+
+def auto_parallel(cores: int | None = None, memory_bytes: int | None = None) -> int:
+    """Stages to run at once for `max_parallel: auto`: one per core (each with one thread), fewer when the memory
+    does not hold `STAGE_MEMORY_BYTES` per stage."""
+    cores = cores or os.cpu_count() or 1
+    if memory_bytes is None:
+        try:
+            memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # not POSIX: cores alone decide
+            memory_bytes = cores * STAGE_MEMORY_BYTES
+    return max(1, min(cores, memory_bytes // STAGE_MEMORY_BYTES))
+
+
+def _stage_process(script: str, argv: list[str], log: str, env: dict[str, str], threads: int) -> None:
+    """The body of a forked stage process: output to the stage's log, the stage's environment and thread count,
+    then the recipe as `__main__` (its exit status is the process's)."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)
+    os.environ.clear()
+    os.environ.update(env)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+        if "faiss" in sys.modules:
+            sys.modules["faiss"].omp_set_num_threads(threads)
+    sys.argv = [script, *argv]
+    sys.path.insert(0, str(Path(script).parent))  # as `python script.py` does
+    runpy.run_path(script, run_name="__main__")
+
+
+class StageWorkers:
+    """Runs single-process stages in processes forked from one server that imported `PRELOAD` once."""
+
+    def __init__(self):
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(list(PRELOAD))
+
+    @staticmethod
+    def available() -> bool:
+        return "forkserver" in multiprocessing.get_all_start_methods()
+
+    def run(self, command: list[str], log: Path, env: dict[str, str], threads: int) -> int:
+        """Run `command` (`python script args...`) in a forked stage process; its exit status (negative: the
+        signal that ended it)."""
+        process = self.context.Process(
+            target=_stage_process, args=(command[1], command[2:], str(log), env, threads), daemon=False
+        )
+        process.start()
+        process.join()
+        return process.exitcode
 
 
 def free_port() -> int:
@@ -34,7 +115,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _command(stage: Stage, launcher: str, own_port: bool = False) -> list[str]:
+def _command(stage: "Stage", launcher: str, own_port: bool = False) -> list[str]:
     """The stage's command line; with `own_port`, an `accelerate launch` without `--main_process_port` gets a free
     port of its own (two stages running at once would otherwise both bind the default 29500)."""
     script = str(RECIPES_DIR / stage.script)
@@ -51,8 +132,17 @@ def _command(stage: Stage, launcher: str, own_port: bool = False) -> list[str]:
     return [*prefix, script, *config, *stage.args, *resume]
 
 
-def run_stage(stage: Stage, launcher: str, log_dir: Path, index: int, total: int, threads: int = 0) -> dict[str, Any]:
+def run_stage(
+    stage: "Stage",
+    launcher: str,
+    log_dir: Path,
+    index: int,
+    total: int,
+    threads: int = 0,
+    workers: StageWorkers | None = None,
+) -> dict[str, Any]:
     """Run one stage unless it already finished with this configuration; raise `StageFailed` naming stage and log.
+    With `workers`, a stage that is not launched runs in a forked stage process (`StageWorkers`).
 
     The marker records the configuration hash when the stage starts and `done` when it finishes. A finished stage
     with the same hash is skipped; an unfinished one with the same hash resumes from its own checkpoints; output
@@ -73,28 +163,36 @@ def run_stage(stage: Stage, launcher: str, log_dir: Path, index: int, total: int
     info = {"hash": stage.hash, "command": shlex.join(command), "status": "running"}
     marker.write_text(json.dumps(info, indent=2) + "\n")
     start = time.time()
+    forked = workers is not None and command[0] == sys.executable
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if threads:  # concurrent stages share the cores instead of oversubscribing them
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(log, "a" if resuming else "w") as f:
-        f.write(shlex.join(command) + "\n\n")
+        f.write(shlex.join(command) + ("  # in a forked stage process" if forked else "") + "\n\n")
         f.flush()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if threads:  # concurrent stages share the cores instead of oversubscribing them
-            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=env)
+        if forked:
+            returncode = workers.run(command, log, env, threads)
+        else:
+            returncode = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     seconds = time.time() - start
-    if result.returncode != 0:
+    if returncode != 0:
         tail = log.read_text().splitlines()[-15:]
-        raise StageFailed(f"stage {stage.name} failed (exit {result.returncode}); log: {log}\n" + "\n".join(tail))
+        raise StageFailed(f"stage {stage.name} failed (exit {returncode}); log: {log}\n" + "\n".join(tail))
     info.update(status="done", seconds=round(seconds, 1))
     marker.write_text(json.dumps(info, indent=2) + "\n")
     print(f"[{index}/{total}] {stage.name}: done in {seconds:.0f}s", flush=True)
     return {"stage": stage.name, "skipped": False, **info}
 
 
-def run_all(stages: list[Stage], launcher: str, log_dir: Path, max_parallel: int) -> list[dict[str, Any]]:
+def run_all(
+    stages: list["Stage"], launcher: str, log_dir: Path, max_parallel: int, stage_workers: bool = True
+) -> list[dict[str, Any]]:
     """Run the stages, up to `max_parallel` at once as their dependencies finish; the first failure stops new
-    stages, lets the running ones finish, and is raised."""
+    stages, lets the running ones finish, and is raised. `stage_workers` forks single-process stages from one
+    server with the imports done (`StageWorkers`), where the platform has `forkserver`."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
+    workers = StageWorkers() if stage_workers and StageWorkers.available() else None
     cores = os.cpu_count() or 1
     threads = max(1, cores // max_parallel) if max_parallel > 1 else 0
     order = {id(stage): i for i, stage in enumerate(stages, start=1)}
@@ -109,7 +207,14 @@ def run_all(stages: list[Stage], launcher: str, log_dir: Path, max_parallel: int
                 # the last stage (usually the final evaluation) would leave cores idle: it gets them all
                 alone = threads and not running and not pending
                 future = pool.submit(
-                    run_stage, stage, launcher, log_dir, order[id(stage)], len(stages), cores if alone else threads
+                    run_stage,
+                    stage,
+                    launcher,
+                    log_dir,
+                    order[id(stage)],
+                    len(stages),
+                    cores if alone else threads,
+                    workers,
                 )
                 running[future] = stage
             if not running:

@@ -54,9 +54,14 @@ class RunnerArguments:
             Run the positive control `O` (GRPO on the ground-truth reward, `oracle_config`).
         oracle_config (`str`, *optional*, defaults to `"hyp_o.yaml"`):
             YAML of the oracle arm (a `grpo:` section).
-        max_parallel (`int`, *optional*, defaults to `2`):
-            Stages run at once when their inputs are ready; each gets `cpu_count // max_parallel` threads (a last
-            stage running alone gets every core).
+        max_parallel (`str`, *optional*, defaults to `"auto"`):
+            Stages run at once when their inputs are ready (a number, or `auto`: one per core, fewer when memory
+            holds less than 2 GiB per stage; `execution.auto_parallel`); each gets `cpu_count // max_parallel`
+            threads (a last stage running alone gets every core).
+        stage_workers (`bool`, *optional*, defaults to `True`):
+            Run single-process stages in processes forked from one server that imported torch, transformers, TRL
+            and the recipes once, instead of a fresh `python` per stage (`execution.StageWorkers`); each stage is
+            still its own process with its own log.
         prepare_config / density_config / sft_config (`str`, *optional*):
             Recipe YAMLs of the data, density and SFT stages.
         hypothesis_config (`str`, *optional*, defaults to `"hyp_{h}.yaml"`):
@@ -98,7 +103,12 @@ class RunnerArguments:
     baseline_rm_config: str = field(default="rm_{name}.yaml", metadata={"help": "Pattern of the baseline RM YAMLs."})
     oracle: bool = field(default=True, metadata={"help": "Run the positive control O (ground-truth reward)."})
     oracle_config: str = field(default="hyp_o.yaml", metadata={"help": "YAML of the oracle arm."})
-    max_parallel: int = field(default=2, metadata={"help": "Stages run at once (threads capped per stage)."})
+    max_parallel: str = field(
+        default="auto", metadata={"help": "Stages run at once: a number, or auto (one per core, memory allowing)."}
+    )
+    stage_workers: bool = field(
+        default=True, metadata={"help": "Fork single-process stages from one server with the imports done."}
+    )
     prepare_config: str = field(default="prepare_data.yaml", metadata={"help": "Data stage YAML."})
     density_config: str = field(default="build_density.yaml", metadata={"help": "Density stage YAML."})
     sft_config: str = field(default="sft.yaml", metadata={"help": "SFT stage YAML."})
@@ -142,11 +152,25 @@ class RunnerArguments:
             raise ValueError("seeds must not be empty.")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}.")
-        if self.max_parallel < 1:
-            raise ValueError(f"max_parallel must be >= 1, got {self.max_parallel}.")
+        self.max_parallel = parse_max_parallel(self.max_parallel)
         self.stage_overrides = load_overrides(self.overrides) if self.overrides else {}
         if "launcher" in self.stage_overrides:
             self.launcher = self.stage_overrides.pop("launcher")
+
+
+def parse_max_parallel(value: int | str) -> int:
+    """`max_parallel` as a number of stages: `auto` is `execution.auto_parallel()`."""
+    from .execution import auto_parallel
+
+    if value == "auto":
+        return auto_parallel()
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if isinstance(value, bool) or number < 1 or str(number) != str(value).strip():
+        raise ValueError(f"max_parallel must be `auto` or an integer >= 1, got {value!r}.")
+    return number
 
 
 @dataclass

@@ -32,7 +32,7 @@ def run(args: RunnerArguments) -> dict[str, Any]:
         return {}
     log_dir.mkdir(parents=True, exist_ok=True)
     check_stage_configs(stages)
-    timings = run_all(stages, args.launcher, log_dir, args.max_parallel)
+    timings = run_all(stages, args.launcher, log_dir, args.max_parallel, args.stage_workers)
     per_seed = {s: json.loads((root / f"seed{s}" / "eval" / "results.json").read_text()) for s in args.seeds}
     results = aggregate(per_seed, args.alphas)
     results["stages"] = timings
