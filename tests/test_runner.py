@@ -463,14 +463,14 @@ def test_forked_stages_get_their_arguments_threads_and_log_and_an_abort_takes_on
 
 @pytest.mark.parametrize("value, expected", [("auto", None), (3, 3), ("2", 2), ("0", "error"), ("two", "error")])
 def test_max_parallel_is_auto_or_a_positive_integer(value, expected, monkeypatch):
-    from density_rlhf.experiment import execution
+    from density_rlhf.experiment import graph
 
-    monkeypatch.setattr(execution.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(graph.os, "cpu_count", lambda: 16)
     if expected == "error":
         with pytest.raises(ValueError, match="max_parallel must be `auto` or an integer >= 1"):
             RunnerArguments(max_parallel=value)
     else:
-        assert RunnerArguments(max_parallel=value).max_parallel == (expected or execution.auto_parallel())
-    assert execution.auto_parallel(cores=16, memory_bytes=64 * 1024**3) == 16
-    assert execution.auto_parallel(cores=16, memory_bytes=8 * 1024**3) == 4  # 2 GiB per stage
-    assert execution.auto_parallel(cores=2, memory_bytes=1024**3) == 1
+        assert RunnerArguments(max_parallel=value).max_parallel == (expected or graph.auto_parallel())
+    assert graph.auto_parallel(cores=16, memory_bytes=64 * 1024**3) == 16
+    assert graph.auto_parallel(cores=16, memory_bytes=8 * 1024**3) == 4  # 2 GiB per stage
+    assert graph.auto_parallel(cores=2, memory_bytes=1024**3) == 1

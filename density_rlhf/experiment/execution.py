@@ -42,24 +42,10 @@ PRELOAD = (
         "prepare_data", "build_density", "train_sft", "train_rm", "train_grpo", "evaluate", "density_report"
     )),
 )  # fmt: skip
-# Memory one tiny stage may use at its peak (a forked stage shares the server's pages until it writes them).
-STAGE_MEMORY_BYTES = 2 * 1024**3
 
 
 class StageFailed(RuntimeError):
     pass
-
-
-def auto_parallel(cores: int | None = None, memory_bytes: int | None = None) -> int:
-    """Stages to run at once for `max_parallel: auto`: one per core (each with one thread), fewer when the memory
-    does not hold `STAGE_MEMORY_BYTES` per stage."""
-    cores = cores or os.cpu_count() or 1
-    if memory_bytes is None:
-        try:
-            memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):  # not POSIX: cores alone decide
-            memory_bytes = cores * STAGE_MEMORY_BYTES
-    return max(1, min(cores, memory_bytes // STAGE_MEMORY_BYTES))
 
 
 def _stage_process(script: str, argv: list[str], log: str, env: dict[str, str], threads: int) -> None:

@@ -9,6 +9,7 @@ of the stages it depends on, so a change re-runs exactly what it may affect. Eac
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ class RunnerArguments:
             YAML of the oracle arm (a `grpo:` section).
         max_parallel (`str`, *optional*, defaults to `"auto"`):
             Stages run at once when their inputs are ready (a number, or `auto`: one per core, fewer when memory
-            holds less than 2 GiB per stage; `execution.auto_parallel`); each gets `cpu_count // max_parallel`
+            holds less than 2 GiB per stage; `graph.auto_parallel`); each gets `cpu_count // max_parallel`
             threads (a last stage running alone gets every core).
         stage_workers (`bool`, *optional*, defaults to `True`):
             Run single-process stages in processes forked from one server that imported torch, transformers, TRL
@@ -158,10 +159,24 @@ class RunnerArguments:
             self.launcher = self.stage_overrides.pop("launcher")
 
 
-def parse_max_parallel(value: int | str) -> int:
-    """`max_parallel` as a number of stages: `auto` is `execution.auto_parallel()`."""
-    from .execution import auto_parallel
+# Memory one tiny stage may use at its peak (a forked stage shares the server's pages until it writes them).
+STAGE_MEMORY_BYTES = 2 * 1024**3
 
+
+def auto_parallel(cores: int | None = None, memory_bytes: int | None = None) -> int:
+    """Stages to run at once for `max_parallel: auto`: one per core (each with one thread), fewer when the memory
+    does not hold `STAGE_MEMORY_BYTES` per stage."""
+    cores = cores or os.cpu_count() or 1
+    if memory_bytes is None:
+        try:
+            memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # not POSIX: cores alone decide
+            memory_bytes = cores * STAGE_MEMORY_BYTES
+    return max(1, min(cores, memory_bytes // STAGE_MEMORY_BYTES))
+
+
+def parse_max_parallel(value: int | str) -> int:
+    """`max_parallel` as a number of stages: `auto` is `auto_parallel()`."""
     if value == "auto":
         return auto_parallel()
     try:
