@@ -4,6 +4,7 @@
     density-rlhf prepare --config prepare_data.yaml         # one stage; `density-rlhf <command> --help` lists its flags
     density-rlhf rm --config hyp_b.yaml --accelerate_config accelerate_configs/zero3.yaml
     density-rlhf dpo --config dpo.yaml --num_processes 2 --accelerate_config accelerate_configs/cpu_2proc.yaml
+    density-rlhf compare-rm --config compare_rm.yaml --dataset_name pairs.jsonl.gz   # your data: does density help?
 
 Configs are looked up in the working directory, then among the defaults shipped in the package
 (`density_rlhf.recipes`), so a wheel runs without a source checkout. Training commands (`sft`, `rm`, `grpo`, `dpo`,
@@ -34,6 +35,11 @@ COMMANDS = {
     "rloo": ("train_rloo.py", True, "RLOO from the SFT policy (density-weighted or uniform prompts)"),
     "evaluate": ("evaluate.py", False, "evaluate the policies and reward models of one seed"),
     "run": ("run_hypotheses.py", False, "the whole experiment over seeds: every stage, results.json, report.md"),
+    "compare-rm": (
+        "compare_rm.py",
+        False,
+        "does density weighting help a reward model on your pairs? (k-fold report)",
+    ),
 }
 
 

@@ -5,10 +5,23 @@ from dataclasses import dataclass, field
 
 from .row_weights import MISSING_POLICIES, PAIR_WEIGHTINGS
 from .schedule import SCHEDULES
-from .settings import REWEIGHTABLE, WeightingSettings, check_weighting, overrides_from, with_setting_fields
+from .selection import SelectionRules
+from .settings import (
+    REWEIGHTABLE,
+    WeightingSettings,
+    check_weighting,
+    overrides_from,
+    settings_from,
+    with_setting_fields,
+)
+
+
+# Where the density weights act: on which rows are drawn, or on each drawn row's loss.
+WEIGHTING_MODES = ("sample", "loss")
 
 
 @dataclass
+@with_setting_fields(SelectionRules)
 @with_setting_fields(
     WeightingSettings, prefix="density_", overrides=True, names=REWEIGHTABLE, after="density_index_path"
 )
@@ -23,6 +36,10 @@ class DensityConfigMixin:
             (or a `density_index`/`density_sampler` passed to the trainer).
         density_index_path (`str` or `None`, *optional*):
             Directory of a saved [`DensityIndex`]. Also used, with sampling off, to log per-bucket metrics.
+        density_weighting (`str`, *optional*, defaults to `"sample"`):
+            Where the weights act: `sample` draws rows with probability ∝ weight; `loss` draws rows as the base trainer
+            does (uniformly) and multiplies each row's loss by its weight normalized to mean 1 over the training rows
+            (the same expected gradient, every row seen every epoch; `DensityRewardTrainer` only).
         density_pair_weighting (`str`, *optional*, defaults to `"per_pair"`):
             `per_pair` gives every pair its prompt's weight; `per_prompt` splits it across the prompt's pairs.
         density_missing (`str`, *optional*, defaults to `"error"`):
@@ -51,6 +68,10 @@ class DensityConfigMixin:
 
     density_sampling: bool = field(default=False, metadata={"help": "Sample rows by inverse prompt density."})
     density_index_path: str | None = field(default=None, metadata={"help": "Directory of a saved DensityIndex."})
+    density_weighting: str = field(
+        default="sample",
+        metadata={"help": f"One of {WEIGHTING_MODES}: draw rows by weight, or draw uniformly and weight the loss."},
+    )
     density_pair_weighting: str = field(default="per_pair", metadata={"help": f"One of {PAIR_WEIGHTINGS}."})
     density_missing: str = field(default="error", metadata={"help": f"One of {MISSING_POLICIES}."})
     prompt_id_column: str = field(default="prompt_id", metadata={"help": "Column with the prompt id."})
@@ -71,6 +92,15 @@ class DensityConfigMixin:
     density_schedule_epochs: int = field(default=1, metadata={"help": "Epochs a linear/cosine alpha schedule spans."})
 
     def _validate_density_fields(self) -> None:
+        if self.density_weighting not in WEIGHTING_MODES:
+            raise ValueError(f"density_weighting must be one of {WEIGHTING_MODES}, got {self.density_weighting!r}.")
+        if self.density_weighting == "loss" and not self.density_sampling:
+            raise ValueError("density_weighting: loss weights the loss by density: it needs density_sampling: true.")
+        if self.density_weighting == "loss" and self.density_alpha_schedule != "constant":
+            raise ValueError(
+                "density_alpha_schedule moves the sampling weights per epoch; with density_weighting: loss use the "
+                "constant schedule (or density_weighting: sample)."
+            )
         if self.density_pair_weighting not in PAIR_WEIGHTINGS:
             raise ValueError(
                 f"density_pair_weighting must be one of {PAIR_WEIGHTINGS}, got {self.density_pair_weighting!r}."
@@ -99,6 +129,20 @@ class DensityConfigMixin:
             check_weighting(**overrides_from(self))
         except ValueError as err:
             raise ValueError(f"density_{err} Unset it to keep the index's value.") from None
+        rules = self.selection_rules()
+        if rules.active and self.density_alpha_schedule != "constant":
+            raise ValueError(
+                "the selection rules and density_alpha_schedule both move the sampling weights: keep the constant "
+                "schedule with a selection rule on."
+            )
+        if rules.active and self.density_weighting == "loss":
+            raise ValueError(
+                "the selection rules choose which prompts are drawn; they need density_weighting: sample."
+            )
+
+    def selection_rules(self) -> SelectionRules:
+        """The [`SelectionRules`] these fields set (`ValueError` for a bad one)."""
+        return settings_from(self, SelectionRules)
 
 
 # Fields of the shared density mixin that only `DensityRewardTrainer` implements.

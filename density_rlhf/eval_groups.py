@@ -60,10 +60,15 @@ def group_metric_prefix(column: str, value: str) -> str:
     return value if column == BUCKET_COLUMN else f"{column}/{value}"
 
 
+# The per-row loss weight of `density_weighting: loss` (a training column, mean 1 over the training rows).
+LOSS_WEIGHT_COLUMN = "density_loss_weight"
+
+
 class GroupLabelCollator:
     """Wraps a collator: strips the group columns from the examples and adds them back as integer tensors.
 
-    With `record_ids`, the batch also carries the examples' `id`s as a list under `row_ids` (training audit).
+    With `record_ids`, the batch also carries the examples' `id`s as a list under `row_ids` (training audit). A
+    `LOSS_WEIGHT_COLUMN` in the examples comes back as a float tensor under that name.
     """
 
     def __init__(self, collator, vocab: dict[str, list[str]], record_ids: bool = False):
@@ -73,8 +78,10 @@ class GroupLabelCollator:
         self.record_ids = record_ids
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        drop = {*self.vocab, "id"}
+        drop = {*self.vocab, "id", LOSS_WEIGHT_COLUMN}
         batch = self.collator([{k: v for k, v in example.items() if k not in drop} for example in examples])
+        if LOSS_WEIGHT_COLUMN in examples[0]:
+            batch[LOSS_WEIGHT_COLUMN] = torch.tensor([e[LOSS_WEIGHT_COLUMN] for e in examples], dtype=torch.float32)
         for col, codes in self._codes.items():
             if col not in examples[0]:  # e.g. the eval-only groups in training batches
                 continue

@@ -186,15 +186,8 @@ class DensityGRPOTrainer(DensitySamplingMixin, GRPOTrainer):
         return output
 
     # --- the TRL seam: what TRL computes inside `_generate_and_score_completions` and keeps local -------------------
-    # trl 1.16 `trainer/grpo_trainer.py`; the fragments are pinned by tests/test_upstream_contract.py.
-    def _trl_weighted_rewards(self, per_func: torch.Tensor) -> torch.Tensor:
-        """Each completion's weighted reward as TRL computes it (≈2759-2764, ≈2826-2827): the `nansum` of
-        `reward_weights` times the rewards, NaN for a completion no reward function scored."""
-        unscorable = torch.isnan(per_func).all(dim=1)
-        rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
-        rewards[unscorable] = torch.nan
-        return rewards
-
+    # trl 1.16 `trainer/grpo_trainer.py`; the fragments are pinned by tests/test_upstream_contract.py. The weighted
+    # reward sum, `_trl_weighted_rewards`, is the mixin's (RLOO computes it the same way).
     def _trl_process_rows(self, gathered: torch.Tensor, rows: int) -> torch.Tensor:
         """This process's rows of a tensor gathered over processes, as TRL slices its advantages (≈2813-2818)."""
         start = self.accelerator.process_index * rows

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from accelerate.utils import gather_object
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
@@ -28,6 +30,8 @@ from .settings import overrides_from
 logger = logging.getLogger(__name__)
 
 SAMPLER_STATE_FILE = "density_sampler_state.json"
+# Each training row's position, so the gathered rewards of a generation group can be recorded against its row.
+ROW_COLUMN = "density_row"
 
 
 def load_density_index(args: DensityConfigMixin, index=None):
@@ -258,6 +262,7 @@ class DensitySamplingMixin:
     # and `density_bucket_column` (the two density trainers).
     _supports_group_fields = False
     _supports_bucket_column = False
+    _supports_loss_weighting = False
 
     def __init__(self, *args, density_index=None, density_sampler: Sampler | None = None, **kwargs):
         bound = inspect.signature(super().__init__).bind_partial(*args, **kwargs)
@@ -269,11 +274,29 @@ class DensitySamplingMixin:
                 "density_sampling=True needs a density index: set `density_index_path` (build one with "
                 "`density-rlhf density` or `DensityIndex.build`), or pass `density_index=` or `density_sampler=`."
             )
+        if density_sampler is not None and config.density_weighting == "loss":
+            raise ValueError(
+                "density_sampler draws the rows itself, while density_weighting: loss draws them uniformly and weights "
+                "the loss: pass one or the other."
+            )
         self._user_sampler = density_sampler
         self._active_sampler = None
+        self._loss_weights_sampler = None  # density_weighting: loss: the weights, applied to the loss
         self._resume_checkpoint: str | None = None
         self._sampler_stats_key = None
         _check_not_empty(bound.arguments.get("train_dataset"), "")
+        self._selection_rules = config.selection_rules()
+        if self._selection_rules.active:
+            if not hasattr(super(), "_calculate_rewards"):  # the base trainer's own
+                raise ValueError(
+                    f"the selection rules (zero_variance_skip, learnability, pass_rate_max/min) learn from the rewards of "
+                    f"generation groups; {type(self).__name__} generates none (GRPO and RLOO trainers do). Remove them."
+                )
+            if density_sampler is not None:
+                raise ValueError("density_sampler draws the prompts itself: set the selection rules on it, not here.")
+            train = bound.arguments.get("train_dataset")
+            if train is not None and ROW_COLUMN not in train.column_names:
+                bound.arguments["train_dataset"] = train.add_column(ROW_COLUMN, list(range(len(train))))
         if self._density_on(config):
             self._check_supported(config, bound.arguments.get("train_dataset"))
         if self.density_index is not None:
@@ -334,12 +357,31 @@ class DensitySamplingMixin:
             )
         if not self._supports_group_fields:
             refuse_reward_only_fields(args, type(args).__name__)
+        if args.density_weighting == "loss" and not self._supports_loss_weighting:
+            raise ValueError(
+                f"density_weighting: loss needs a per-row loss, which {type(self).__name__} does not expose "
+                "(DensityRewardTrainer does); use density_weighting: sample."
+            )
         if not self._supports_bucket_column and args.density_bucket_column is not None:
             raise ValueError(
                 f"density_bucket_column feeds the per-bucket metrics of DensityRewardTrainer and DensityGRPOTrainer; "
                 f"{type(self).__name__} takes the buckets from the index. Remove it."
             )
         return args
+
+    def _density_row_sampler(self, sampler_cls: type = DensitySampler, **extra: Any) -> DensitySampler:
+        """The density sampler over the processed train rows, as the config asks (index, pair weighting, missing
+        policy, seed, schedule); `extra` goes to `sampler_cls.from_index`."""
+        return sampler_cls.from_index(
+            self.density_index,
+            self.train_dataset,
+            self.args.prompt_id_column,
+            self.args.density_pair_weighting,
+            missing=self.args.density_missing,
+            seed=sampling_seed(self.args),
+            schedule=self._density_schedule(),
+            **extra,
+        )
 
     def _prepare_density_datasets(self, args, train_dataset, eval_dataset) -> tuple:
         """Hook, called once before the base trainer's `__init__` with `self.density_index` prepared: the train and
@@ -348,7 +390,7 @@ class DensitySamplingMixin:
         return train_dataset, eval_dataset
 
     def _density_on(self, args) -> bool:
-        return bool(args.density_sampling or self._user_sampler is not None)
+        return bool(args.density_sampling or self._user_sampler is not None or self._selection_rules.active)
 
     @staticmethod
     def _check_supported(args, train_dataset) -> None:
@@ -379,6 +421,13 @@ class DensitySamplingMixin:
         base = super()._get_train_sampler(dataset)
         if not self._density_on(self.args):
             return base
+        if self._loss_weights_sampler is not None:  # density_weighting: loss draws as the base trainer does
+            if self.is_world_process_zero():
+                line = density_summary_line(self._loss_weights_sampler).replace(
+                    "density sampling", "density loss weights"
+                )
+                print(f"{line}; rows drawn uniformly by the trainer's own sampler", flush=True)
+            return base
         rows = len(self.train_dataset)
         if dataset is not None and len(dataset) != rows:
             raise ValueError(f"the dataloader's dataset has {len(dataset)} rows, the train dataset {rows}.")
@@ -394,16 +443,17 @@ class DensitySamplingMixin:
                 )
         if sampler is None:
             extra = {"replacement": getattr(self.args, "density_replacement", True), **expected} if repeat else {}
-            sampler = (DensityRepeatSampler if repeat else DensitySampler).from_index(
-                self.density_index,
-                self.train_dataset,
-                self.args.prompt_id_column,
-                self.args.density_pair_weighting,
-                missing=self.args.density_missing,
-                seed=sampling_seed(self.args),
-                schedule=self._density_schedule(),
-                **extra,
-            )
+            if self._selection_rules.active:
+                extra["rules"] = self._selection_rules
+                if self.density_index is not None and self.args.density_sampling:
+                    meta = self.density_index.metadata
+                    extra.update(max_weight_ratio=meta["max_weight_ratio"], target_ess=meta["target_ess"])
+            if self.args.density_sampling:
+                sampler = self._density_row_sampler(DensityRepeatSampler if repeat else DensitySampler, **extra)
+            else:  # the selection rules over uniform weights
+                sampler = DensityRepeatSampler(
+                    np.ones(rows), seed=sampling_seed(self.args), log_summary=False, **extra
+                )
         if isinstance(sampler, DensitySampler) and len(sampler.weights) != rows:
             raise ValueError(
                 f"density_sampler has {len(sampler.weights)} weights but the processed train dataset has {rows} rows "
@@ -429,12 +479,64 @@ class DensitySamplingMixin:
             self.args.density_schedule_epochs,
         )
 
+    # --- the reward signal of GRPO and RLOO -----------------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        """TRL's rewards (gathered over processes); with selection rules, each generation group's rewards are also
+        recorded in the sampler's history against its row (`DensityRepeatSampler.update`), identically on every
+        rank."""
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        sampler = self._active_sampler
+        if self.model.training and getattr(sampler, "rules", None) is not None:
+            if ROW_COLUMN not in inputs[0]:
+                raise ValueError(
+                    f"the {ROW_COLUMN!r} column the selection rules record rewards by was removed from the batch: "
+                    "set remove_unused_columns: false."
+                )
+            rows = np.asarray(gather_object([int(x[ROW_COLUMN]) for x in inputs]))
+            rewards = self._trl_weighted_rewards(rewards_per_func).cpu().double().numpy()
+            groups = rewards.reshape(-1, self.num_generations)
+            sampler.update(rows[:: self.num_generations], groups)
+            self._log_selection(sampler, rows[:: self.num_generations], groups)
+        return rewards_per_func
+
+    # The TRL seam: TRL computes this inside `_generate_and_score_completions` and keeps it local.
+    # trl 1.16 `trainer/grpo_trainer.py` and `trainer/rloo_trainer.py`; pinned by tests/test_upstream_contract.py.
+    def _trl_weighted_rewards(self, per_func):
+        """Each completion's weighted reward as TRL computes it (GRPO ≈2759-2764, ≈2826-2827; RLOO ≈1650-1656): the
+        `nansum` of `reward_weights` times the rewards, NaN for a completion no reward function scored."""
+        import torch
+
+        unscorable = torch.isnan(per_func).all(dim=1)
+        rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+        rewards[unscorable] = torch.nan
+        return rewards
+
+    def _log_selection(self, sampler, rows: np.ndarray, groups: np.ndarray) -> None:
+        """`sampling/*` metrics of one generation batch: the share of zero-variance groups (as TRL's
+        `frac_reward_zero_std` counts them), overall and per density bucket, the mass each rule moved for the next
+        chunk, and the prompts of a chunk the zero-variance rule skips (in expectation)."""
+        metrics = self._metrics["train"]
+        scored = ~np.isnan(groups)
+        zero = np.array([np.ptp(g[s]) == 0 if s.sum() > 1 else False for g, s in zip(groups, scored)])
+        metrics["sampling/zero_variance_frac"].append(float(zero.mean()))
+        buckets = sampler.row_buckets
+        if buckets is not None:
+            for bucket in sorted(set(buckets[rows])):
+                mask = buckets[rows] == bucket
+                metrics[f"sampling/{bucket}/zero_variance_frac"].append(float(zero[mask].mean()))
+        sampler.selection_weights()  # the next chunk's weights, with what each rule moved
+        for key, value in sampler.selection_stats.items():
+            metrics[f"sampling/{key}"].append(value)
+        moved = sampler.selection_stats.get("mass_moved/zero_variance_skip")
+        if moved is not None:
+            metrics["sampling/skipped_prompts_per_chunk"].append(moved * sampler.batch_size)
+
     # --- metrics --------------------------------------------------------------------------------------------------
     @property
     def _sampler_stats(self) -> dict[str, float]:
         """density/* training metrics of the active sampler at its current epoch (a schedule moves them); computed
         once per epoch, not at every logging step."""
-        sampler = self._active_sampler
+        sampler = self._active_sampler or self._loss_weights_sampler
         if not hasattr(sampler, "summary"):
             return {}
         key = (id(sampler), getattr(sampler, "epoch", 0))

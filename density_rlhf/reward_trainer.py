@@ -15,6 +15,7 @@ from trl import RewardConfig, RewardTrainer
 from .config import DensityConfigMixin
 from .eval_groups import (
     BUCKET_COLUMN,
+    LOSS_WEIGHT_COLUMN,
     GroupLabelCollator,
     add_bucket_column,
     group_columns,
@@ -64,6 +65,7 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
     _density_config_class = DensityRewardConfig
     _supports_group_fields = True
     _supports_bucket_column = True
+    _supports_loss_weighting = True
 
     def __init__(
         self,
@@ -91,7 +93,12 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
             **kwargs,
         )
         self._group_vocab = group_vocab(self._group_columns, *self._group_sources)
-        if self._group_columns or args.record_seen_ids:
+        loss_weighting = args.density_sampling and args.density_weighting == "loss" and density_sampler is None
+        if loss_weighting:  # the sampler's weights over the processed rows, mean 1, as a training column
+            self._loss_weights_sampler = self._density_row_sampler()
+            weights = self._loss_weights_sampler.weights * len(self._loss_weights_sampler.weights)
+            self.train_dataset = self.train_dataset.add_column(LOSS_WEIGHT_COLUMN, weights.tolist())
+        if self._group_columns or args.record_seen_ids or loss_weighting:
             self.data_collator = GroupLabelCollator(self.data_collator, self._group_vocab, args.record_seen_ids)
 
     def _prepare_density_datasets(self, args, train_dataset, eval_dataset) -> tuple:
@@ -160,6 +167,7 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         extra = ["id"] if self.args.record_seen_ids else []
+        extra += [LOSS_WEIGHT_COLUMN] if self._loss_weights_sampler is not None else []
         self._signature_columns = list(dict.fromkeys([*self._signature_columns, *self._group_columns, *extra]))
 
     def _remove_unused_columns(self, dataset, description: str | None = None):
@@ -174,8 +182,12 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
         row_ids = inputs.pop("row_ids", None)
         if row_ids is not None and self.model.training:
             self._seen_ids.extend(row_ids)
+        weights = inputs.pop(LOSS_WEIGHT_COLUMN, None)
         margin = inputs.get("margin")
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if weights is not None and self.model.training:  # density_weighting: loss: TRL's loss, each pair weighted
+            chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+            loss = (self._pair_losses(chosen, rejected, margin) * weights.to(chosen.device, chosen.dtype)).mean()
         if groups or not self.model.training:
             self._log_groups(outputs.logits.detach(), groups, margin)
         return (loss, outputs) if return_outputs else loss

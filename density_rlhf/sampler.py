@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Sampler
 
 from .row_weights import map_prompt_weights
+from .selection import RewardHistory, SelectionRules, bound_product, rule_factors
 
 
 if TYPE_CHECKING:
@@ -189,6 +190,8 @@ class DensitySampler(Sampler[int]):
             )
 
     def set_epoch(self, epoch: int) -> None:
+        if int(epoch) != self.epoch:
+            self._replay = []  # a state's replayed chunks belong to its own epoch
         self.epoch = int(epoch)
         if self.scheduled is not None:
             self._epoch_signal = self.scheduled.signal.copy()
@@ -291,6 +294,11 @@ class DensityRepeatSampler(DensitySampler):
         seed: draws are a pure function of `(seed, epoch)`.
         replacement: draw rows with replacement (the default), or a weighted permutation without.
         num_samples: unique rows drawn per epoch; defaults to the number of rows.
+        rules: [`SelectionRules`] by reward signal (`density_rlhf.selection`). With one active, each chunk is drawn
+            when it is needed, from these weights times the rules' factors over the reward history that `update`
+            recorded so far (bounded by `max_weight_ratio` / `target_ess`), as a pure function of `(seed, epoch,
+            chunk, history)`; the chunks drawn in the epoch travel in the state, so a resumed run replays them.
+        max_weight_ratio / target_ess: the bounds of that product (default: none).
     """
 
     def __init__(
@@ -304,6 +312,9 @@ class DensityRepeatSampler(DensitySampler):
         num_samples: int | None = None,
         *,
         log_summary: bool = True,
+        rules: SelectionRules | None = None,
+        max_weight_ratio: float | None = None,
+        target_ess: float | None = None,
     ):
         super().__init__(weights, num_samples=num_samples, seed=seed, log_summary=log_summary)
         for name, value in (
@@ -319,6 +330,14 @@ class DensityRepeatSampler(DensitySampler):
         self.batch_size = int(batch_size)
         self.repeat_count = int(repeat_count)
         self.replacement = replacement
+        self.rules = rules if rules is not None and rules.active else None
+        if self.rules is not None and self.scheduled is not None:
+            raise ValueError("selection rules and an alpha schedule both change the weights: use one of them.")
+        self.history = RewardHistory(len(self.weights)) if self.rules is not None else None
+        self.selection_bounds = (max_weight_ratio, target_ess)
+        self.selection_stats: dict[str, float] = {}
+        self._drawn: list[list[int]] = []  # the chunks drawn this epoch, in order
+        self._replay: list[list[int]] = []  # chunks a resumed run yields again before drawing new ones
 
     REPEAT_PARAMS = ("mini_repeat_count", "batch_size", "repeat_count")
 
@@ -357,14 +376,75 @@ class DensityRepeatSampler(DensitySampler):
         return np.argsort(-keys, kind="stable")[: self.num_samples].tolist()
 
     def __iter__(self) -> Iterator[int]:
-        indexes = self._draw()
-        chunks = [indexes[i : i + self.batch_size] for i in range(0, len(indexes), self.batch_size)]
+        if self.rules is not None:
+            chunks = self._selected_chunks()
+        else:
+            indexes = self._draw()
+            chunks = (indexes[i : i + self.batch_size] for i in range(0, len(indexes), self.batch_size))
         for chunk in chunks:
             if len(chunk) < self.batch_size:
                 continue
             for _ in range(self.repeat_count):
                 for index in chunk:
                     yield from [index] * self.mini_repeat_count
+
+    # --- selection by reward signal -------------------------------------------------------------------------------
+    def update(self, rows: Any, values: Any) -> None:
+        """Record reward signal. With selection rules: one generation group per entry of `rows` (dataset rows), with
+        `values[i]` the rewards of its completions (the gathered rewards, so every rank records the same); the next
+        chunk is drawn with it. Without rules: `DensitySampler.update` (a per-row signal for the next epoch)."""
+        if self.rules is None:
+            return super().update(rows, values)
+        self.history.record(rows, values)
+
+    def selection_weights(self) -> np.ndarray:
+        """The probabilities the next chunk is drawn from: these weights times every rule's factor over the history
+        recorded so far, bounded; `selection_stats` says how much mass each rule and the bounds moved."""
+        base = self.weights
+        factors = rule_factors(self.rules, self.history)
+        stats = {}
+        product = base.copy()
+        for name, factor in factors.items():
+            alone = base * factor
+            total = alone.sum()
+            stats[f"mass_moved/{name}"] = float(0.5 * np.abs(alone / total - base).sum()) if total > 0 else 1.0
+            product = product * factor
+        probabilities, bound = bound_product(product, *self.selection_bounds)
+        stats["mass_moved/all"] = float(0.5 * np.abs(probabilities - base).sum())
+        stats["mass_moved/bounds"] = float(bound["mass_moved"])
+        stats["excluded_rows"] = float((probabilities == 0).sum())
+        self.selection_stats = stats
+        return probabilities
+
+    def _selected_chunks(self) -> Iterator[list[int]]:
+        """This epoch's chunks: first those a resumed state replays, then each drawn when it is needed."""
+        replay, self._replay, self._drawn = self._replay, [], []
+        for k in range(self.num_samples // self.batch_size):
+            if k < len(replay):
+                chunk = replay[k]
+            else:
+                p = self.selection_weights()
+                rng = np.random.default_rng([self.seed, self.epoch, k])
+                live = int((p > 0).sum())
+                chunk = rng.choice(len(p), size=self.batch_size, replace=self.replacement or live < self.batch_size,
+                                   p=p).tolist()  # fmt: skip
+            self._drawn.append(chunk)
+            yield chunk
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.rules is not None:
+            state["history"] = self.history.state_dict()
+            state["drawn_chunks"] = [list(c) for c in self._drawn]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.rules is not None:
+            if "history" not in state:
+                raise ValueError("the sampler state has no reward history: it was saved without selection rules.")
+            self.history.load_state_dict(state["history"])
+            self._replay = [list(c) for c in state["drawn_chunks"]]
 
     def __len__(self) -> int:
         return (self.num_samples // self.batch_size) * self.batch_size * self.mini_repeat_count * self.repeat_count

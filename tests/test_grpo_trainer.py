@@ -320,3 +320,22 @@ def test_the_index_is_reweighted_once(pipe, tmp_path, monkeypatch):
     trainer = make(pipe, args)
     assert len(calls) == 1 and trainer.density_index.metadata["alpha"] == 0.5
     assert BUCKET_COLUMN in trainer.train_dataset.column_names
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [{"zero_variance_skip": 0.5}, {"learnability": "pass_rate"}, {"pass_rate_max": 0.9, "pass_rate_min_groups": 1}],
+    ids=["zero_variance_skip", "learnability", "pass_rate_band"],
+)
+def test_selection_rules_run_on_the_density_grpo_trainer(pipe, tmp_path, rule):
+    """Each rule over density weights, with the 0/1 rule checker as the reward: the sampling metrics, per density
+    bucket too, and a history of every group."""
+    args = grpo_args(tmp_path, ground_truth_reward="reward", density_sampling=True, density_index_path=pipe["index"],
+                     **rule)  # fmt: skip
+    trainer = make(pipe, args)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "sampling/zero_variance_frac" in h]
+    assert len(logs) == 2 and any(k.startswith("sampling/") and k.endswith("/zero_variance_frac") and k.count("/") == 2
+                                  for k in logs[0])  # fmt: skip
+    history = trainer._active_sampler.history
+    assert history.groups.sum() == 2 * 8 // 4  # two steps of 2 groups of 4 generations

@@ -216,3 +216,55 @@ def test_the_readme_dpo_example_runs(pipe, tmp_path, monkeypatch):
     exec(code.replace('"dpo-density",', cpu), namespace)
     history = namespace["trainer"].state.log_history
     assert any("density/ess" in entry for entry in history) and namespace["index"].summary()["n"] == 48
+
+
+@pytest.mark.parametrize("name", ["grpo", "rloo"])
+def test_selection_rules_record_the_rewards_trl_computed_and_steer_the_draws(pipe, tmp_path, monkeypatch, name):
+    """With a selection rule, TRL's GRPO and RLOO trainers record each generation group's weighted rewards (as TRL
+    computed them, gathered) against the group's row, and the sampler draws its chunks from that history."""
+    trainer_cls = TRAINERS[name][0]
+    seen = []
+    original = trainer_cls._calculate_rewards
+
+    def spy(self, inputs, *args):
+        per_func = original(self, inputs, *args)
+        seen.append(([x["density_row"] for x in inputs], per_func.clone()))
+        return per_func
+
+    monkeypatch.setattr(trainer_cls, "_calculate_rewards", spy)
+    trainer = build(pipe, name, tmp_path, learnability="reward_std", zero_variance_skip=0.5, save_strategy="no")
+    trainer.train()
+    sampler = trainer._active_sampler
+    assert sampler.rules is not None and len(seen) == trainer.state.global_step
+    totals = np.zeros(sampler.history.num_rows)
+    for rows, per_func in seen:
+        rewards = (per_func * trainer.reward_weights.unsqueeze(0)).nansum(dim=1).numpy().reshape(-1, 4)
+        np.add.at(totals, rows[::4], rewards.sum(axis=1))
+    np.testing.assert_allclose(sampler.history.reward_sum, totals)
+    logs = [h for h in trainer.state.log_history if "sampling/zero_variance_frac" in h]
+    assert logs and all(h["sampling/zero_variance_frac"] == pytest.approx(h["frac_reward_zero_std"]) for h in logs)
+    assert any(h["sampling/mass_moved/learnability"] > 0 for h in logs)
+
+
+def test_selection_rules_are_refused_where_no_groups_are_generated(pipe, tmp_path):
+    with pytest.raises(ValueError, match="generates none"):
+        build(pipe, "dpo", tmp_path, zero_variance_skip=0.5)
+    with pytest.raises(ValueError, match="both move the sampling weights"):
+        build(pipe, "grpo", tmp_path, learnability="pass_rate", density_alpha_schedule="linear",
+              density_schedule_epochs=2)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["grpo", "rloo"])
+def test_a_run_with_selection_rules_resumed_mid_epoch_draws_what_the_uninterrupted_run_draws(pipe, tmp_path, name):
+    rules = dict(learnability="reward_std", zero_variance_skip=0.5)
+    full = build(pipe, name, tmp_path / "full", **rules)
+    full.data_collator = seen = Recorder(full.data_collator)
+    full.train()
+    state = json.loads((tmp_path / "full" / "checkpoint-2" / "density_sampler_state.json").read_text())
+    assert state["history"]["rows"] and state["drawn_chunks"]  # the history and this epoch's chunks travel
+    resumed = build(pipe, name, tmp_path / "full", **rules)
+    resumed.data_collator = later = Recorder(resumed.data_collator)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+    per_step = len(seen.keys) // 5
+    assert len(later.keys) == 3 * per_step and later.keys == seen.keys[2 * per_step :]
+    np.testing.assert_array_equal(resumed._active_sampler.history.reward_sum, full._active_sampler.history.reward_sum)

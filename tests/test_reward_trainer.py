@@ -377,3 +377,59 @@ def test_per_pair_eval_loss_is_trls_loss_with_margin_and_centering(pipe, tmp_pat
     for metrics in (with_terms, margin_only):
         assert metrics["eval_all_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-5)
     assert with_terms["eval_all_loss"] != pytest.approx(margin_only["eval_all_loss"], rel=1e-3)
+
+
+def test_loss_weighting_is_resampling_in_expectation(pipe, tmp_path):
+    """`density_weighting: loss` on a batch of all training rows equals sum_i p_i loss_i: the expected TRL loss (so,
+    by linearity, the expected gradient) of a pair drawn by the sample mode's sampler, with p_i that sampler's
+    weights and loss_i TRL's own `RewardTrainer.compute_loss` on row i alone. Rows are drawn by TRL's sampler."""
+    import torch
+
+    train = pipe["train"].select(range(24))
+    common = dict(density_index_path=pipe["index"], density_sampling=True, per_device_train_batch_size=24,
+                  record_seen_ids=True, max_steps=1)  # fmt: skip
+    sampled = make(pipe, rm_args(tmp_path / "s", **common), train_dataset=train)
+    weighted = make(pipe, rm_args(tmp_path / "l", density_weighting="loss", **common), train_dataset=train)
+    assert isinstance(sampled._get_train_sampler(), DensitySampler)
+    assert not isinstance(weighted._get_train_sampler(), DensitySampler)
+    p = dict(zip(sampled.train_dataset["id"], sampled._get_train_sampler().weights))
+    assert len(set(p.values())) > 1  # the weights differ, so the test can fail
+    model = weighted.model
+    for module in model.modules():  # deterministic forward in training mode
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    model.train()
+    rows = list(weighted.train_dataset)
+    batch = weighted.data_collator(rows)
+    assert batch.pop("row_ids") == [row["id"] for row in rows]
+    loss = weighted.compute_loss(model, dict(batch))
+    expected = 0.0
+    for row in rows:
+        single = weighted.data_collator([row])
+        single.pop("row_ids"), single.pop("density_loss_weight")
+        expected += p[row["id"]] * RewardTrainer.compute_loss(weighted, model, single).item()
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    weighted.train()
+    assert np.isfinite(losses(weighted)).all()
+
+
+def test_loss_weighting_is_refused_where_it_cannot_act(pipe, tmp_path):
+    from trl import DPOConfig, DPOTrainer
+
+    from density_rlhf import density_config, with_density_sampling
+
+    with pytest.raises(ValueError, match="density_weighting must be one of"):
+        rm_args(tmp_path, density_weighting="both")
+    with pytest.raises(ValueError, match="needs density_sampling: true"):
+        rm_args(tmp_path, density_weighting="loss")
+    with pytest.raises(ValueError, match="constant schedule"):
+        rm_args(tmp_path, density_weighting="loss", density_sampling=True, density_alpha_schedule="linear",
+                density_schedule_epochs=2)  # fmt: skip
+    args = density_config(DPOConfig)(str(tmp_path / "dpo"), use_cpu=True, bf16=False, density_sampling=True,
+                                     density_weighting="loss", density_index_path=pipe["index"])  # fmt: skip
+    with pytest.raises(ValueError, match="density_weighting: loss needs a per-row loss"):
+        with_density_sampling(DPOTrainer)(pipe["model"], args=args, train_dataset=pipe["train"])
+    with pytest.raises(ValueError, match="pass one or the other"):
+        sampler = DensitySampler(np.ones(len(pipe["train"])))
+        make(pipe, rm_args(tmp_path, density_sampling=True, density_weighting="loss", density_index_path=pipe["index"]),
+             density_sampler=sampler)  # fmt: skip

@@ -11,7 +11,7 @@ import pytest
 import transformers
 import trl
 from transformers import Trainer
-from trl import GRPOTrainer, KTOTrainer, RewardTrainer
+from trl import GRPOTrainer, KTOTrainer, RewardTrainer, RLOOTrainer
 from trl.trainer.utils import RepeatSampler
 
 
@@ -26,8 +26,11 @@ HOOKS = [
     (Trainer, "_get_output_dir", ["self", "trial"]),
     (Trainer, "_set_signature_columns_if_needed", ["self"]),  # DensityRewardTrainer keeps its group columns
     (Trainer, "_remove_unused_columns", ["self", "dataset", "description"]),
+    (Trainer, "_prepare_inputs", ["self", "inputs"]),  # compare-rm scores held-out pairs through the trainer
     (GRPOTrainer, "_calculate_rewards", ["self", "inputs", "prompts", "completions", "completion_ids_list"]),
     (GRPOTrainer, "_generate_and_score_completions", ["self", "inputs"]),
+    # the mixin records each generation group's rewards for the selection rules (GRPO and RLOO)
+    (RLOOTrainer, "_calculate_rewards", ["self", "inputs", "prompts", "completions", "completion_ids_list"]),
 ]
 
 
@@ -45,10 +48,19 @@ SOURCE_FRAGMENTS = [
         "self._signature_columns",
     ),  # DensityRewardTrainer adds its group columns to them  # DensityGRPOTrainer scales its SFT term by it
     (GRPOTrainer, "self.reward_func_names"),  # the per-bucket metric of every reward function
-    # DensityGRPOTrainer._trl_weighted_rewards and _trl_process_rows mirror these lines of _generate_and_score_completions
-    (GRPOTrainer, "unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)"),
-    (GRPOTrainer, "rewards = (rewards_per_func * self.reward_weights.to(device).unsqueeze(0)).nansum(dim=1)"),
-    (GRPOTrainer, "rewards[unscorable_mask] = torch.nan"),
+    # DensitySamplingMixin._trl_weighted_rewards and DensityGRPOTrainer._trl_process_rows mirror these lines of
+    # _generate_and_score_completions (the weighted sum is the same in RLOO)
+    *(
+        (trainer, line)
+        for trainer in (GRPOTrainer, RLOOTrainer)
+        for line in (
+            "unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)",
+            "rewards = (rewards_per_func * self.reward_weights.to(device).unsqueeze(0)).nansum(dim=1)",
+            "rewards[unscorable_mask] = torch.nan",
+            "self.num_generations = args.num_generations",  # the group size the rewards are recorded by
+            "rewards_per_func = gather(rewards_per_func)",  # recorded gathered: the same history on every rank
+        )
+    ),
     (GRPOTrainer, "self.accelerator.process_index * len(prompts),"),
     (GRPOTrainer, '"frac_reward_zero_std"'),
     # RewardModelScorer.prepare places the reward model as these lines of GRPOTrainer.__init__ do
