@@ -326,7 +326,7 @@ class DensitySamplingMixin:
                     "each with completions from outside it. Use `loss_type='apo_zero_unpaired'` (no KL term) or turn "
                     "density sampling off."
                 )
-            if self._user_sampler is None:
+            if self._user_sampler is None and config.density_sampling:  # rules alone need no prompt ids
                 self._check_prompt_ids()
             self.add_callback(LogFirstStepCallback())
 

@@ -268,3 +268,14 @@ def test_a_run_with_selection_rules_resumed_mid_epoch_draws_what_the_uninterrupt
     per_step = len(seen.keys) // 5
     assert len(later.keys) == 3 * per_step and later.keys == seen.keys[2 * per_step :]
     np.testing.assert_array_equal(resumed._active_sampler.history.reward_sum, full._active_sampler.history.reward_sum)
+
+
+def test_selection_rules_over_uniform_weights_need_no_index_or_prompt_ids(pipe, tmp_path):
+    args = density_config(GRPOConfig)(str(tmp_path), **{**COMMON, **ONLINE, "density_sampling": False,
+                                                        "learnability": "reward_std", "max_steps": 2})  # fmt: skip
+    data = pipe["prompts"].remove_columns("prompt_id")
+    trainer = with_density_sampling(GRPOTrainer)(pipe["policy"], reward_funcs=length_reward, args=args,
+                                                 train_dataset=data, processing_class=AutoTokenizer.from_pretrained(
+                                                     pipe["policy"]))  # fmt: skip
+    trainer.train()
+    assert trainer._active_sampler.history.groups.sum() > 0 and "density_row" not in data.column_names
