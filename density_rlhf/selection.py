@@ -95,15 +95,16 @@ class SelectionRules:
 
 
 class RewardHistory:
-    """What each dataset row's generation groups scored: groups, rewards summed and counted (for the pass rate),
-    within-group spread summed, and the current streak of zero-variance groups. Identical on every rank when it is
-    fed the gathered rewards."""
+    """What each dataset row's generation groups scored: groups, completions, rewards summed, successes (each reward
+    clipped to [0, 1], for the pass rate), within-group spread summed, and the current streak of zero-variance groups.
+    Identical on every rank when it is fed the gathered rewards."""
 
     def __init__(self, num_rows: int):
         self.num_rows = int(num_rows)
         self.groups = np.zeros(self.num_rows, dtype=np.int64)
         self.completions = np.zeros(self.num_rows, dtype=np.int64)
         self.reward_sum = np.zeros(self.num_rows)
+        self.success_sum = np.zeros(self.num_rows)
         self.std_sum = np.zeros(self.num_rows)
         self.streak = np.zeros(self.num_rows, dtype=np.int64)
 
@@ -121,15 +122,17 @@ class RewardHistory:
             self.groups[row] += 1
             self.completions[row] += values.size
             self.reward_sum[row] += values.sum()
+            self.success_sum[row] += np.clip(values, 0.0, 1.0).sum()
             spread = float(values.std()) if values.size > 1 else np.nan
             if values.size > 1:
                 self.std_sum[row] += spread
                 self.streak[row] = self.streak[row] + 1 if spread == 0.0 else 0
 
     def pass_rate(self, prior: tuple[float, float]) -> np.ndarray:
-        """Posterior mean pass rate per row: (a + sum of rewards clipped to [0, 1]) / (a + b + completions)."""
+        """Posterior mean pass rate per row: (a + successes) / (a + b + completions), each reward clipped to [0, 1]
+        (meant for 0/1 rewards; `learnability: reward_std` suits continuous ones)."""
         a, b = prior
-        return (a + np.clip(self.reward_sum, 0, None)) / (a + b + self.completions)
+        return (a + self.success_sum) / (a + b + self.completions)
 
     def state_dict(self) -> dict[str, Any]:
         seen = np.flatnonzero(self.groups)
@@ -139,7 +142,7 @@ class RewardHistory:
             **{name: getattr(self, name)[seen].tolist() for name in self._ARRAYS},
         }
 
-    _ARRAYS = ("groups", "completions", "reward_sum", "std_sum", "streak")
+    _ARRAYS = ("groups", "completions", "reward_sum", "success_sum", "std_sum", "streak")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["num_rows"] != self.num_rows:
@@ -187,7 +190,10 @@ def bound_product(
     `target_ess` of them. Returns the probabilities and the bounds' statistics (`mass_moved`, ...)."""
     w = np.asarray(weights, dtype=np.float64)
     if not (w >= 0).all() or not np.isfinite(w).all() or w.sum() <= 0:
-        raise ValueError("the selection rules left no weight to draw from (every row excluded).")
+        raise ValueError(
+            "the selection rules left no prompt to draw: the pass-rate band excludes every one (all solved above "
+            "pass_rate_max, or below pass_rate_min); widen the band, or stop training."
+        )
     live = w > 0
     log_w, stats = bounded_log_weights(-np.log(w[live]), 1.0, max_weight_ratio=max_weight_ratio, target_ess=target_ess)
     p = np.zeros_like(w)

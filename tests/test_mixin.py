@@ -218,8 +218,15 @@ def test_the_readme_dpo_example_runs(pipe, tmp_path, monkeypatch):
     assert any("density/ess" in entry for entry in history) and namespace["index"].summary()["n"] == 48
 
 
+SELECTION_RULES = {
+    "learnability+zero_variance_skip": {"learnability": "reward_std", "zero_variance_skip": 0.5},
+    "pass_rate_band": {"pass_rate_max": 0.8, "pass_rate_min_groups": 1},
+}
+
+
+@pytest.mark.parametrize("rules", list(SELECTION_RULES))
 @pytest.mark.parametrize("name", ["grpo", "rloo"])
-def test_selection_rules_record_the_rewards_trl_computed_and_steer_the_draws(pipe, tmp_path, monkeypatch, name):
+def test_selection_rules_record_the_rewards_trl_computed_and_steer_the_draws(pipe, tmp_path, monkeypatch, name, rules):
     """With a selection rule, TRL's GRPO and RLOO trainers record each generation group's weighted rewards (as TRL
     computed them, gathered) against the group's row, and the sampler draws its chunks from that history."""
     trainer_cls = TRAINERS[name][0]
@@ -232,7 +239,7 @@ def test_selection_rules_record_the_rewards_trl_computed_and_steer_the_draws(pip
         return per_func
 
     monkeypatch.setattr(trainer_cls, "_calculate_rewards", spy)
-    trainer = build(pipe, name, tmp_path, learnability="reward_std", zero_variance_skip=0.5, save_strategy="no")
+    trainer = build(pipe, name, tmp_path, save_strategy="no", **SELECTION_RULES[rules])
     trainer.train()
     sampler = trainer._active_sampler
     assert sampler.rules is not None and len(seen) == trainer.state.global_step
@@ -243,7 +250,8 @@ def test_selection_rules_record_the_rewards_trl_computed_and_steer_the_draws(pip
     np.testing.assert_allclose(sampler.history.reward_sum, totals)
     logs = [h for h in trainer.state.log_history if "sampling/zero_variance_frac" in h]
     assert logs and all(h["sampling/zero_variance_frac"] == pytest.approx(h["frac_reward_zero_std"]) for h in logs)
-    assert any(h["sampling/mass_moved/learnability"] > 0 for h in logs)
+    moved = "learnability" if "learnability" in SELECTION_RULES[rules] else "pass_rate_band"
+    assert any(h[f"sampling/mass_moved/{moved}"] > 0 for h in logs)  # length rewards: every pass rate > 0.8
 
 
 def test_selection_rules_are_refused_where_no_groups_are_generated(pipe, tmp_path):
