@@ -489,6 +489,9 @@ def compare(args: CompareRMArguments, training_args) -> dict:
         validation_rows(pairs["prompt_id"], args.validation_fraction),
     )
     weightings = args.weighting_fields()
+    if not args.report_only:  # every fold's index first (shared by its weightings and seeds)
+        for fold in range(args.folds):
+            fold_index(args, pairs.select(fold_rows(*data[1:], fold)[0]), fold, root)
     # seed by seed, fold by fold, every weighting: a partial comparison is still paired
     jobs = [(name, fold, seed) for seed in args.seeds for fold in range(args.folds) for name in weightings]
     runs: dict[str, dict[tuple[int, int], dict]] = {name: {} for name in weightings}
