@@ -22,7 +22,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from trl.trainer.utils import get_config_model_id
 
 from .config import DensityConfigMixin, density_config, refuse_reward_only_fields
-from .sampler import DensityRepeatSampler, DensitySampler
+from .sampler import DensityRepeatSampler, DensitySampler, prompt_keys
 from .schedule import AlphaSchedule
 from .settings import overrides_from
 
@@ -450,9 +450,10 @@ class DensitySamplingMixin:
                     extra.update(max_weight_ratio=meta["max_weight_ratio"], target_ess=meta["target_ess"])
             if self.args.density_sampling:
                 sampler = self._density_row_sampler(DensityRepeatSampler if repeat else DensitySampler, **extra)
-            else:  # the selection rules over uniform weights
+            else:  # the selection rules over uniform weights, with a history per prompt
+                keys = prompt_keys(self.train_dataset, self.args.prompt_id_column)
                 sampler = DensityRepeatSampler(
-                    np.ones(rows), seed=sampling_seed(self.args), log_summary=False, **extra
+                    np.ones(rows), seed=sampling_seed(self.args), log_summary=False, history_keys=keys, **extra
                 )
         if isinstance(sampler, DensitySampler) and len(sampler.weights) != rows:
             raise ValueError(

@@ -118,6 +118,9 @@ class DensitySampler(Sampler[int]):
                 uniform_mix=index.metadata.get("uniform_mix", 0.0),
                 pair_weighting=pair_weighting,
             )
+        if sampler_kwargs.get("rules") is not None and sampler_kwargs.get("history_keys") is None:
+            # the reward history of a prompt is shared by its rows
+            sampler_kwargs["history_keys"] = row_ids.to_pylist() if hasattr(row_ids, "to_pylist") else list(row_ids)
         sampler = cls(weights, num_samples=num_samples, seed=seed, log_summary=False, **sampler_kwargs)
         sampler.num_missing = int((prompt_index < 0).sum())
         names = tuple(sorted(set(index.buckets)))
@@ -255,6 +258,16 @@ class DensitySampler(Sampler[int]):
             self.weights = validate_weights(self.scheduled.weights(self.epoch, self._epoch_signal))
 
 
+def prompt_keys(dataset: Any, column: str = "prompt_id") -> list | None:
+    """Each row's prompt id (the `column`, else computed from a `prompt` column), or `None` when the dataset has
+    neither: what a reward history is kept by."""
+    names = getattr(dataset, "column_names", None) or []
+    if column not in names and "prompt" not in names:
+        return None
+    ids = _prompt_id_column(dataset, column)
+    return ids.to_pylist() if hasattr(ids, "to_pylist") else list(ids)
+
+
 def _prompt_id_column(dataset: Any, column: str):
     if hasattr(dataset, "column_names"):
         if column not in dataset.column_names and "prompt" in dataset.column_names:
@@ -299,6 +312,8 @@ class DensityRepeatSampler(DensitySampler):
             recorded so far (bounded by `max_weight_ratio` / `target_ess`), as a pure function of `(seed, epoch,
             chunk, history)`; the chunks drawn in the epoch travel in the state, so a resumed run replays them.
         max_weight_ratio / target_ess: the bounds of that product (default: none).
+        history_keys: what the reward history is kept by, one key per row (e.g. its prompt id, so that the rows of
+            one prompt share a history: a group's rewards say how the policy does on the prompt); default the row.
     """
 
     def __init__(
@@ -315,6 +330,7 @@ class DensityRepeatSampler(DensitySampler):
         rules: SelectionRules | None = None,
         max_weight_ratio: float | None = None,
         target_ess: float | None = None,
+        history_keys: Any = None,
     ):
         super().__init__(weights, num_samples=num_samples, seed=seed, log_summary=log_summary)
         for name, value in (
@@ -333,7 +349,15 @@ class DensityRepeatSampler(DensitySampler):
         self.rules = rules if rules is not None and rules.active else None
         if self.rules is not None and self.scheduled is not None:
             raise ValueError("selection rules and an alpha schedule both change the weights: use one of them.")
-        self.history = RewardHistory(len(self.weights)) if self.rules is not None else None
+        self.history = None
+        if self.rules is not None:
+            keys = np.arange(len(self.weights)) if history_keys is None else np.asarray(history_keys, dtype=object)
+            if len(keys) != len(self.weights):
+                raise ValueError(
+                    f"history_keys has {len(keys)} entries for {len(self.weights)} rows: pass one per row."
+                )
+            _, self.row_keys = np.unique(keys.astype(str), return_inverse=True)  # sorted: the same codes every run
+            self.history = RewardHistory(int(self.row_keys.max()) + 1)
         self.selection_bounds = (max_weight_ratio, target_ess)
         self.selection_stats: dict[str, float] = {}
         self._drawn: list[list[int]] = []  # the chunks drawn this epoch, in order
@@ -395,13 +419,13 @@ class DensityRepeatSampler(DensitySampler):
         chunk is drawn with it. Without rules: `DensitySampler.update` (a per-row signal for the next epoch)."""
         if self.rules is None:
             return super().update(rows, values)
-        self.history.record(rows, values)
+        self.history.record(self.row_keys[np.asarray(rows, dtype=np.int64)], values)
 
     def selection_weights(self) -> np.ndarray:
         """The probabilities the next chunk is drawn from: these weights times every rule's factor over the history
         recorded so far, bounded; `selection_stats` says how much mass each rule and the bounds moved."""
         base = self.weights
-        factors = rule_factors(self.rules, self.history)
+        factors = {name: f[self.row_keys] for name, f in rule_factors(self.rules, self.history).items()}
         stats = {}
         product = base.copy()
         for name, factor in factors.items():

@@ -1,7 +1,7 @@
 """Prompt selection by reward signal: a reward history per dataset row, and rules that turn it into sampling factors.
 
 A GRPO group whose completions all get the same reward has zero advantage: it costs a generation and teaches nothing.
-`RewardHistory` keeps, per row, what its groups scored; `SelectionRules` turns that into a factor per row that
+`RewardHistory` keeps, per prompt (the rows of one prompt share it), what its groups scored; `SelectionRules` turns that into a factor per row that
 multiplies the density (or cluster, or uniform) weights of a `DensityRepeatSampler`, which draws each generation chunk
 from the history known when the chunk is needed:
 

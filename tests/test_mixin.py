@@ -246,7 +246,7 @@ def test_selection_rules_record_the_rewards_trl_computed_and_steer_the_draws(pip
     totals = np.zeros(sampler.history.num_rows)
     for rows, per_func in seen:
         rewards = (per_func * trainer.reward_weights.unsqueeze(0)).nansum(dim=1).numpy().reshape(-1, 4)
-        np.add.at(totals, rows[::4], rewards.sum(axis=1))
+        np.add.at(totals, sampler.row_keys[rows[::4]], rewards.sum(axis=1))  # kept per prompt
     np.testing.assert_allclose(sampler.history.reward_sum, totals)
     logs = [h for h in trainer.state.log_history if "sampling/zero_variance_frac" in h]
     assert logs and all(h["sampling/zero_variance_frac"] == pytest.approx(h["frac_reward_zero_std"]) for h in logs)

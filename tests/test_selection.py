@@ -66,6 +66,16 @@ def test_a_zero_variance_streak_falls_to_the_floor_and_comes_back_when_groups_va
     assert rule_factors(rules, history)["zero_variance_skip"][0] == 1.0
 
 
+def test_the_rows_of_one_prompt_share_its_history():
+    rules = SelectionRules(zero_variance_skip=0.5)
+    sampler = _sampler(rules, n=3, batch=1, num_samples=1, history_keys=["p", "p", "q"])
+    sampler.update([0], [[1.0, 1.0]])  # a zero-variance group of prompt p, drawn through row 0
+    np.testing.assert_allclose(sampler.selection_weights(), np.array([0.5, 0.5, 1.0]) * sampler.weights / (
+        np.array([0.5, 0.5, 1.0]) * sampler.weights).sum())  # fmt: skip
+    with pytest.raises(ValueError, match="one per row"):
+        _sampler(rules, n=3, history_keys=["p"])
+
+
 def test_the_pass_rate_band_stops_drawing_solved_rows_after_enough_groups():
     rules = SelectionRules(pass_rate_max=0.8, pass_rate_min_groups=2)
     sampler = _sampler(rules, n=4, batch=2, num_samples=2)
