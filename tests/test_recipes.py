@@ -17,7 +17,7 @@ from density_rlhf.recipe_kit import (
     read_config,
     resolve_config,
 )
-from density_rlhf.recipes import train_dpo, train_grpo, train_kto, train_rloo, train_rm
+from density_rlhf.recipes import compare_rm, train_dpo, train_grpo, train_kto, train_rloo, train_rm
 
 from .conftest import REPO
 from .helpers import load_recipe
@@ -38,6 +38,7 @@ FLAT_TYPES = {
     "dpo.yaml": list(train_dpo.DATACLASSES),
     "kto.yaml": list(train_kto.DATACLASSES),
     "rloo.yaml": list(train_rloo.DATACLASSES),
+    "compare_rm.yaml": list(compare_rm.DATACLASSES),
 }
 RECIPE_YAMLS = sorted(p for p in (REPO / "recipes").rglob("*.yaml"))
 GPU_OVERRIDES = ["--bf16", "false", "--use_cpu", "true"]
