@@ -5,6 +5,7 @@ sharding hands the ranks disjoint slices of one global draw, and a resumed run t
 epoch sees exactly the batches an uninterrupted run would have seen.
 """
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -413,6 +414,20 @@ class DensityRepeatSampler(DensitySampler):
                     yield from [index] * self.mini_repeat_count
 
     # --- selection by reward signal -------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """`DensitySampler.summary`, plus, with selection rules, the active rules and the sampling mass each of them
+        moves now (`selection_mass_moved`, from the history recorded so far)."""
+        summary = super().summary()
+        if getattr(self, "rules", None) is not None:  # (the base constructor summarizes before the rules are set)
+            self.selection_weights()
+            summary["selection_rules"] = {f.name: getattr(self.rules, f.name) for f in dataclasses.fields(self.rules)}
+            summary["selection_mass_moved"] = {
+                key.split("/", 1)[1]: value
+                for key, value in self.selection_stats.items()
+                if key.startswith("mass_moved/")
+            }
+        return summary
+
     def update(self, rows: Any, values: Any) -> None:
         """Record reward signal. With selection rules: one generation group per entry of `rows` (dataset rows), with
         `values[i]` the rewards of its completions (the gathered rewards, so every rank records the same); the next

@@ -174,3 +174,20 @@ def test_two_gloo_processes_draw_identical_chunks_under_changing_histories(tmp_p
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["gathered"] == ranks[1]["gathered"]
     assert ranks[0]["local"] != ranks[1]["local"]  # without the gather the ranks' histories, and draws, part ways
+
+
+def test_the_summary_and_the_start_line_say_what_the_rules_move():
+    from density_rlhf.mixin import density_summary_line
+
+    sampler = _sampler(SelectionRules(zero_variance_skip=0.5), n=4, batch=1, num_samples=1)
+    assert sampler.summary()["selection_mass_moved"]["zero_variance_skip"] == 0.0  # nothing recorded yet
+    sampler.update([0], [[1.0, 1.0]])
+    moved = sampler.summary()["selection_mass_moved"]["zero_variance_skip"]
+    expected = (
+        0.5
+        * np.abs(sampler.weights * [0.5, 1, 1, 1] / (sampler.weights * [0.5, 1, 1, 1]).sum() - sampler.weights).sum()
+    )
+    assert moved == pytest.approx(expected) and moved > 0
+    assert f"selection rules zero_variance_skip (mass they move now: zero_variance_skip {100 * moved:.1f}%" in (
+        density_summary_line(sampler)
+    )
