@@ -159,7 +159,8 @@ class RunnerArguments:
             self.launcher = self.stage_overrides.pop("launcher")
 
 
-# Memory one tiny stage may use at its peak (a forked stage shares the server's pages until it writes them).
+# Memory budgeted per stage when `auto` sets the number of stages: a bound chosen for the tiny stages, not a measured
+# peak (a forked stage shares the server's imported pages until it writes them).
 STAGE_MEMORY_BYTES = 2 * 1024**3
 
 
