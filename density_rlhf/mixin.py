@@ -24,6 +24,7 @@ from trl.trainer.utils import get_config_model_id
 from .config import DensityConfigMixin, density_config, refuse_reward_only_fields
 from .sampler import DensityRepeatSampler, DensitySampler, prompt_keys
 from .schedule import AlphaSchedule
+from .selection import zero_variance_groups
 from .settings import overrides_from
 
 
@@ -522,15 +523,14 @@ class DensitySamplingMixin:
         `frac_reward_zero_std` counts them), overall and per density bucket, the mass each rule moved for the next
         chunk, and the prompts of a chunk the zero-variance rule skips (in expectation)."""
         metrics = self._metrics["train"]
-        scored = ~np.isnan(groups)
-        zero = np.array([np.ptp(g[s]) == 0 if s.sum() > 1 else False for g, s in zip(groups, scored)])
+        zero = zero_variance_groups(groups)
         metrics["sampling/zero_variance_frac"].append(float(zero.mean()))
         buckets = sampler.row_buckets
         if buckets is not None:
             for bucket in sorted(set(buckets[rows])):
                 mask = buckets[rows] == bucket
                 metrics[f"sampling/{bucket}/zero_variance_frac"].append(float(zero[mask].mean()))
-        sampler.selection_weights()  # the next chunk's weights, with what each rule moved
+        sampler.selection_weights()  # the next chunk's weights (computed once: the draw reuses them)
         for key, value in sampler.selection_stats.items():
             metrics[f"sampling/{key}"].append(value)
         moved = sampler.selection_stats.get("mass_moved/zero_variance_skip")

@@ -93,7 +93,7 @@ class DensityRewardTrainer(DensitySamplingMixin, RewardTrainer):
             **kwargs,
         )
         self._group_vocab = group_vocab(self._group_columns, *self._group_sources)
-        loss_weighting = args.density_sampling and args.density_weighting == "loss" and density_sampler is None
+        loss_weighting = args.density_sampling and args.density_weighting == "loss"  # (a density_sampler is refused)
         if loss_weighting:  # the sampler's weights over the processed rows, mean 1, as a training column
             self._loss_weights_sampler = self._density_row_sampler()
             weights = self._loss_weights_sampler.weights * len(self._loss_weights_sampler.weights)

@@ -120,8 +120,7 @@ class DensitySampler(Sampler[int]):
                 pair_weighting=pair_weighting,
             )
         if sampler_kwargs.get("rules") is not None and sampler_kwargs.get("history_keys") is None:
-            # the reward history of a prompt is shared by its rows
-            sampler_kwargs["history_keys"] = row_ids.to_pylist() if hasattr(row_ids, "to_pylist") else list(row_ids)
+            sampler_kwargs["history_keys"] = _id_list(row_ids)  # the reward history of a prompt is shared by its rows
         sampler = cls(weights, num_samples=num_samples, seed=seed, log_summary=False, **sampler_kwargs)
         sampler.num_missing = int((prompt_index < 0).sum())
         names = tuple(sorted(set(index.buckets)))
@@ -194,8 +193,6 @@ class DensitySampler(Sampler[int]):
             )
 
     def set_epoch(self, epoch: int) -> None:
-        if int(epoch) != self.epoch:
-            self._replay = []  # a state's replayed chunks belong to its own epoch
         self.epoch = int(epoch)
         if self.scheduled is not None:
             self._epoch_signal = self.scheduled.signal.copy()
@@ -265,7 +262,11 @@ def prompt_keys(dataset: Any, column: str = "prompt_id") -> list | None:
     names = getattr(dataset, "column_names", None) or []
     if column not in names and "prompt" not in names:
         return None
-    ids = _prompt_id_column(dataset, column)
+    return _id_list(_prompt_id_column(dataset, column))
+
+
+def _id_list(ids: Any) -> list:
+    """`_prompt_id_column`'s ids (an Arrow column or a list) as a list."""
     return ids.to_pylist() if hasattr(ids, "to_pylist") else list(ids)
 
 
@@ -361,6 +362,7 @@ class DensityRepeatSampler(DensitySampler):
             self.history = RewardHistory(int(self.row_keys.max()) + 1)
         self.selection_bounds = (max_weight_ratio, target_ess)
         self.selection_stats: dict[str, float] = {}
+        self._selection_cache: tuple[int, np.ndarray] | None = None  # (history version, probabilities)
         self._drawn: list[list[int]] = []  # the chunks drawn this epoch, in order
         self._replay: list[list[int]] = []  # chunks a resumed run yields again before drawing new ones
 
@@ -414,6 +416,11 @@ class DensityRepeatSampler(DensitySampler):
                     yield from [index] * self.mini_repeat_count
 
     # --- selection by reward signal -------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        if int(epoch) != self.epoch:
+            self._replay = []  # a state's replayed chunks belong to its own epoch
+        super().set_epoch(epoch)
+
     def summary(self) -> dict[str, Any]:
         """`DensitySampler.summary`, plus, with selection rules, the active rules and the sampling mass each of them
         moves now (`selection_mass_moved`, from the history recorded so far)."""
@@ -438,7 +445,10 @@ class DensityRepeatSampler(DensitySampler):
 
     def selection_weights(self) -> np.ndarray:
         """The probabilities the next chunk is drawn from: these weights times every rule's factor over the history
-        recorded so far, bounded; `selection_stats` says how much mass each rule and the bounds moved."""
+        recorded so far, bounded; `selection_stats` says how much mass each rule and the bounds moved. Computed once
+        per change of the history."""
+        if self._selection_cache is not None and self._selection_cache[0] == self.history.version:
+            return self._selection_cache[1]
         base = self.weights
         factors = {name: f[self.row_keys] for name, f in rule_factors(self.rules, self.history).items()}
         stats = {}
@@ -453,6 +463,7 @@ class DensityRepeatSampler(DensitySampler):
         stats["mass_moved/bounds"] = float(bound["mass_moved"])
         stats["excluded_rows"] = float((probabilities == 0).sum())
         self.selection_stats = stats
+        self._selection_cache = (self.history.version, probabilities)
         return probabilities
 
     def _selected_chunks(self) -> Iterator[list[int]]:

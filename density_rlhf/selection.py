@@ -1,8 +1,8 @@
-"""Prompt selection by reward signal: a reward history per dataset row, and rules that turn it into sampling factors.
+"""Prompt selection by reward signal: a reward history per prompt, and rules that turn it into sampling factors.
 
 A GRPO group whose completions all get the same reward has zero advantage: it costs a generation and teaches nothing.
-`RewardHistory` keeps, per prompt (the rows of one prompt share it), what its groups scored; `SelectionRules` turns that into a factor per row that
-multiplies the density (or cluster, or uniform) weights of a `DensityRepeatSampler`, which draws each generation chunk
+`RewardHistory` keeps, per prompt (the rows of one prompt share it), what its groups scored; `SelectionRules` turns
+that into a factor per row that multiplies the density (or cluster, or uniform) weights of a `DensityRepeatSampler`, which draws each generation chunk
 from the history known when the chunk is needed:
 
 - `zero_variance_skip`: a row whose last groups all had zero variance is drawn with factor (1 - rate)^streak, never
@@ -94,6 +94,17 @@ class SelectionRules:
         )
 
 
+def zero_variance_groups(rewards: Any) -> np.ndarray:
+    """Whether each group (a row of `rewards`; NaN: not scored) had zero reward variance, as TRL's
+    `frac_reward_zero_std` counts it; a group with fewer than two scored completions did not."""
+    rewards = np.atleast_2d(np.asarray(rewards, dtype=np.float64))
+    scored = ~np.isnan(rewards)
+    spread = np.nanmax(np.where(scored, rewards, np.nan), axis=1, initial=-np.inf) - np.nanmin(
+        np.where(scored, rewards, np.nan), axis=1, initial=np.inf
+    )
+    return (scored.sum(axis=1) > 1) & (spread == 0)
+
+
 class RewardHistory:
     """What each dataset row's generation groups scored: groups, completions, rewards summed, successes (each reward
     clipped to [0, 1], for the pass rate), within-group spread summed, and the current streak of zero-variance groups.
@@ -107,6 +118,7 @@ class RewardHistory:
         self.success_sum = np.zeros(self.num_rows)
         self.std_sum = np.zeros(self.num_rows)
         self.streak = np.zeros(self.num_rows, dtype=np.int64)
+        self.version = 0  # counts the changes, so the weights drawn from the history are computed once per change
 
     def record(self, rows: Any, rewards: Any) -> None:
         """Add one group per entry of `rows`: `rewards[i]` are the rewards of row `rows[i]`'s completions (NaN: not
@@ -115,7 +127,8 @@ class RewardHistory:
         rewards = np.asarray(rewards, dtype=np.float64).reshape(len(rows), -1)
         if rows.size and (rows.min() < 0 or rows.max() >= self.num_rows):
             raise ValueError(f"rows must be in [0, {self.num_rows}), got {rows.min()}..{rows.max()}.")
-        for row, values in zip(rows.tolist(), rewards):
+        zero = zero_variance_groups(rewards)
+        for row, values, is_zero in zip(rows.tolist(), rewards, zero):
             values = values[~np.isnan(values)]
             if values.size == 0:
                 continue
@@ -123,10 +136,10 @@ class RewardHistory:
             self.completions[row] += values.size
             self.reward_sum[row] += values.sum()
             self.success_sum[row] += np.clip(values, 0.0, 1.0).sum()
-            spread = float(values.std()) if values.size > 1 else np.nan
             if values.size > 1:
-                self.std_sum[row] += spread
-                self.streak[row] = self.streak[row] + 1 if spread == 0.0 else 0
+                self.std_sum[row] += float(values.std())
+                self.streak[row] = self.streak[row] + 1 if is_zero else 0
+        self.version += 1
 
     def pass_rate(self, prior: tuple[float, float]) -> np.ndarray:
         """Posterior mean pass rate per row: (a + successes) / (a + b + completions), each reward clipped to [0, 1]
@@ -152,6 +165,7 @@ class RewardHistory:
             array = getattr(self, name)
             array[:] = 0
             array[rows] = np.asarray(state[name], dtype=array.dtype)
+        self.version += 1
 
 
 def rule_factors(rules: SelectionRules, history: RewardHistory) -> dict[str, np.ndarray]:

@@ -344,13 +344,13 @@ def train_one(args, training_args, weighting: dict[str, Any], fold: int, seed: i
 
 
 # --- summary --------------------------------------------------------------------------------------------------------
-def _accuracy(run: dict, bucket: str) -> float:
-    values = [p[0] for p in run["pairs"].values() if bucket == "all" or p[2] == bucket]
-    return float(np.mean(values)) if values else float("nan")
+def _in_bucket(run: dict, bucket: str) -> dict[str, list]:
+    """The run's scored pairs (`[correct, loss, bucket]` by pair id) in `bucket` (`all`: every one)."""
+    return {pid: p for pid, p in run["pairs"].items() if bucket == "all" or p[2] == bucket}
 
 
-def _loss(run: dict, bucket: str) -> float:
-    values = [p[1] for p in run["pairs"].values() if bucket == "all" or p[2] == bucket]
+def _mean_of(run: dict, bucket: str, field: int) -> float:
+    values = [p[field] for p in _in_bucket(run, bucket).values()]
     return float(np.mean(values)) if values else float("nan")
 
 
@@ -367,20 +367,19 @@ def summarize(runs: dict[str, dict[tuple[int, int], dict]], primary: tuple[str, 
             continue
         table[name] = {}
         for bucket in BUCKET_NAMES:
-            acc = [_accuracy(by_run[k], bucket) for k in keys]
+            acc = [_mean_of(by_run[k], bucket, 0) for k in keys]
             entry: dict[str, Any] = {
                 "accuracy": mean_ci(acc),
-                "loss": mean_ci([_loss(by_run[k], bucket) for k in keys]),
-                "pairs_per_run": float(np.mean([sum(1 for p in by_run[k]["pairs"].values()
-                                                    if bucket == "all" or p[2] == bucket) for k in keys])),
-            }  # fmt: skip
+                "loss": mean_ci([_mean_of(by_run[k], bucket, 1) for k in keys]),
+                "pairs_per_run": float(np.mean([len(_in_bucket(by_run[k], bucket)) for k in keys])),
+            }
             if name != "uniform":
-                diff = [a - _accuracy(uniform[k], bucket) for a, k in zip(acc, keys)]
+                diff = [a - _mean_of(uniform[k], bucket, 0) for a, k in zip(acc, keys)]
                 only_uniform = only_this = 0
                 for k in keys:
-                    theirs, ours = uniform[k]["pairs"], by_run[k]["pairs"]
-                    for pid, (correct, _, b) in ours.items():
-                        if pid in theirs and (bucket == "all" or b == bucket):
+                    theirs = uniform[k]["pairs"]
+                    for pid, (correct, _, _) in _in_bucket(by_run[k], bucket).items():
+                        if pid in theirs:
                             only_uniform += int(theirs[pid][0] and not correct)
                             only_this += int(correct and not theirs[pid][0])
                 entry["difference"] = {
