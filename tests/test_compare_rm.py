@@ -89,3 +89,37 @@ def test_compare_rm_end_to_end_on_the_hh_sample_and_resume(hh_sample, tiny_pipel
     with pytest.raises(AssertionError, match="trained again"):  # a run whose checksum fails is run again
         compare(args, training)
     assert np.isfinite(table["uniform"]["all"]["accuracy"]["mean"])
+
+
+def test_convergence_budget_stops_on_validation_loss_and_scores_the_held_out_pairs_once(
+    hh_sample, tiny_pipeline, tmp_path, monkeypatch
+):
+    """The convergence budget evaluates only the validation part while training, stops early, keeps the best
+    checkpoint, and scores every kept held-out pair at the end."""
+    from density_rlhf.reward_trainer import DensityRewardTrainer
+
+    evaluated = []
+    evaluate = DensityRewardTrainer.evaluate
+
+    def spy(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        evaluated.append(metric_key_prefix)
+        return evaluate(self, eval_dataset, ignore_keys, metric_key_prefix)
+
+    monkeypatch.setattr(DensityRewardTrainer, "evaluate", spy)
+    args = CompareRMArguments(dataset_name=str(hh_sample), folds=2, seeds=[0], weightings=["uniform"],
+                              budget="convergence", early_stopping_patience=1,
+                              model_name_or_path=str(tiny_pipeline / "data" / "tiny" / "reward"))  # fmt: skip
+    training = DensityRewardConfig(
+        str(tmp_path / "out"), num_train_epochs=40, learning_rate=5e-3, eval_steps=2, per_device_train_batch_size=16,
+        per_device_eval_batch_size=64, max_length=256, use_cpu=True, bf16=False, gradient_checkpointing=False,
+        report_to=[],
+    )  # fmt: skip
+    compare(args, training)
+    runs = [json.loads((tmp_path / "out" / "runs" / "convergence" / "uniform" / f"fold{f}_seed0.json").read_text())
+            for f in range(2)]  # fmt: skip
+    steps_per_epoch = [-(-run["train_pairs"] // 16) for run in runs]
+    for run, per_epoch in zip(runs, steps_per_epoch):
+        assert run["best_step"] % 2 == 0 and run["best_step"] < run["steps"] < 40 * per_epoch  # stopped early
+        assert len(run["pairs"]) > 0.5 * run["heldout_pairs"]
+    assert "mean best step / steps run: uniform" in (tmp_path / "out" / "report.md").read_text()
+    assert "eval_validation" in evaluated and "eval_heldout" not in evaluated  # held-out pairs: only scored at the end

@@ -330,7 +330,9 @@ def train_one(args, training_args, weighting: dict[str, Any], fold: int, seed: i
         processing_class=tokenizer, density_index=index, callbacks=callbacks,
     )  # fmt: skip
     start = time.time()
+    heldout = trainer.eval_dataset.pop("heldout")  # scored once at the end, not at every validation evaluation
     trainer.train()
+    trainer.eval_dataset["heldout"] = heldout
     scores = score_pairs(trainer, "heldout")
     buckets = dict(zip(held_set["id"], index.buckets_for(held_set["prompt_id"], held_set["prompt"])))
     shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints are not kept: the scores are the result
@@ -340,6 +342,7 @@ def train_one(args, training_args, weighting: dict[str, Any], fold: int, seed: i
         "train_pairs": len(train),
         "steps": trainer.state.global_step,
         "seconds": round(time.time() - start, 1),
+        **({"best_step": trainer.state.best_global_step} if args.budget == "convergence" else {}),
     }
 
 
@@ -393,7 +396,12 @@ def summarize(runs: dict[str, dict[tuple[int, int], dict]], primary: tuple[str, 
             table[name][bucket] = entry
     for diff, rejected in zip(family, holm([d["mcnemar_p"] for d in family])):
         diff["holm_rejected"] = rejected
-    return {"table": table, "runs": {name: len(by_run) for name, by_run in runs.items()}}
+    steps = {
+        name: {key: float(np.mean([r[key] for r in by_run.values()])) for key in ("steps", "best_step")
+               if by_run and all(key in r for r in by_run.values())}
+        for name, by_run in runs.items()
+    }  # fmt: skip
+    return {"table": table, "runs": {name: len(by_run) for name, by_run in runs.items()}, "steps": steps}
 
 
 def _fmt(stat: dict[str, Any], signed: bool = False) -> str:
@@ -406,14 +414,28 @@ def _fmt(stat: dict[str, Any], signed: bool = False) -> str:
     return text
 
 
+def _budget_text(summary: dict, args: CompareRMArguments, training_args) -> str:
+    batch = training_args.per_device_train_batch_size
+    if args.budget == "fixed":
+        return f"fixed budget: {training_args.max_steps} steps of {batch} pairs"
+    stopped = ", ".join(
+        f"{name} {s['best_step']:.0f}/{s['steps']:.0f}" for name, s in summary["steps"].items() if "best_step" in s
+    )
+    return (
+        f"convergence budget: batches of {batch} pairs for up to {training_args.num_train_epochs:g} epochs, the "
+        f"validation loss every {training_args.eval_steps} steps, stopped after {args.early_stopping_patience} "
+        f"evaluations without a lower one, the best checkpoint kept; mean best step / steps run: {stopped}"
+    )
+
+
 def write_report(summary: dict, args: CompareRMArguments, training_args, out: Path, plot: str | None) -> Path:
     table = summary["table"]
     lines = [
         "# Reward-model comparison by weighting", "",
         f"Data: {', '.join(f'`{n}`' for n in args.dataset_name)} ({summary['settings']['pairs']} pairs, "
         f"{args.prompt_turns}), {args.folds} prompt-disjoint folds × seeds {args.seeds} "
-        f"({args.budget} budget: {training_args.max_steps} steps of {training_args.per_device_train_batch_size} pairs"
-        f" at lr {training_args.learning_rate:g}, max_length {training_args.max_length}). Every pair is held out once; "
+        f"({_budget_text(summary, args, training_args)}; lr {training_args.learning_rate:g}, max_length "
+        f"{training_args.max_length}). Every pair is held out once; "
         "buckets are those of each fold's training index. Intervals are 95% t-intervals over runs (fold × seed).",
         "",
         "Runs per weighting: " + ", ".join(f"{name} {n}" for name, n in summary["runs"].items())
