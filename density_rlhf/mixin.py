@@ -146,10 +146,8 @@ def density_summary_line(sampler) -> str:
     elif "active_bounds" in s:
         line += "; no bound active"
     if "selection_mass_moved" in s:
-        rules = [name for name in ("zero_variance_skip", "learnability", "pass_rate_max", "pass_rate_min")
-                 if s["selection_rules"][name] not in (0.0, None, "off")]  # fmt: skip
         moved = ", ".join(f"{name} {100 * v:.1f}%" for name, v in s["selection_mass_moved"].items())
-        line += f"; selection rules {', '.join(rules)} (mass they move now: {moved})"
+        line += f"; selection rules {', '.join(s['selection_active_rules'])} (mass they move now: {moved})"
     return line
 
 

@@ -428,6 +428,7 @@ class DensityRepeatSampler(DensitySampler):
         if getattr(self, "rules", None) is not None:  # (the base constructor summarizes before the rules are set)
             self.selection_weights()
             summary["selection_rules"] = {f.name: getattr(self.rules, f.name) for f in dataclasses.fields(self.rules)}
+            summary["selection_active_rules"] = list(self.rules.active_rules)
             summary["selection_mass_moved"] = {
                 key.split("/", 1)[1]: value
                 for key, value in self.selection_stats.items()

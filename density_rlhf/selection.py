@@ -85,24 +85,27 @@ class SelectionRules:
             raise ValueError(f"pass_rate_min_groups must be >= 1, got {self.pass_rate_min_groups}.")
 
     @property
+    def active_rules(self) -> tuple[str, ...]:
+        """The names of the rules that are on."""
+        on = {
+            "zero_variance_skip": bool(self.zero_variance_skip),
+            "learnability": self.learnability != "off",
+            "pass_rate_max": self.pass_rate_max is not None,
+            "pass_rate_min": self.pass_rate_min is not None,
+        }
+        return tuple(name for name, is_on in on.items() if is_on)
+
+    @property
     def active(self) -> bool:
-        return bool(
-            self.zero_variance_skip
-            or self.learnability != "off"
-            or self.pass_rate_max is not None
-            or self.pass_rate_min is not None
-        )
+        return bool(self.active_rules)
 
 
 def zero_variance_groups(rewards: Any) -> np.ndarray:
     """Whether each group (a row of `rewards`; NaN: not scored) had zero reward variance, as TRL's
     `frac_reward_zero_std` counts it; a group with fewer than two scored completions did not."""
     rewards = np.atleast_2d(np.asarray(rewards, dtype=np.float64))
-    scored = ~np.isnan(rewards)
-    spread = np.nanmax(np.where(scored, rewards, np.nan), axis=1, initial=-np.inf) - np.nanmin(
-        np.where(scored, rewards, np.nan), axis=1, initial=np.inf
-    )
-    return (scored.sum(axis=1) > 1) & (spread == 0)
+    spread = np.nanmax(rewards, axis=1, initial=-np.inf) - np.nanmin(rewards, axis=1, initial=np.inf)
+    return ((~np.isnan(rewards)).sum(axis=1) > 1) & (spread == 0)
 
 
 class RewardHistory:
