@@ -4,7 +4,8 @@ A 2-process run that finished its work could still abort at exit under load (ran
 active exception", exit -6) before the recipes shut their process group down (`density_rlhf.recipe_kit.recipe.distributed_run`).
 This repeats the launch tests with a busy-looping process beside them and counts the outcomes per test; every
 failing run's output is kept (`<log>.run<N>`), with the stage logs of the runner's tests (pytest's `--basetemp` per
-run, `TORCH_SHOW_CPP_STACKTRACES=1`).
+run, `TORCH_SHOW_CPP_STACKTRACES=1`, and `PYTHONFAULTHANDLER=1` so a native abort prints every Python thread's
+stack, or "<no Python frame>" for a native thread such as a gloo worker).
 
 Usage:
 
@@ -59,7 +60,7 @@ def main() -> int:
     hog = None if args.no_load else subprocess.Popen([sys.executable, "-c", HOG])
     passed, per_test = 0, Counter()
     start = time.perf_counter()
-    env = {**os.environ, "TORCH_SHOW_CPP_STACKTRACES": "1"}
+    env = {**os.environ, "TORCH_SHOW_CPP_STACKTRACES": "1", "PYTHONFAULTHANDLER": "1"}
     try:
         for run in range(1, args.runs + 1):
             work = Path(tempfile.mkdtemp(prefix=f"stress_run{run}_"))

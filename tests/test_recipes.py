@@ -269,3 +269,35 @@ def test_grpo_recipe_loads_reward_funcs_by_name_or_import_path():
         config = load_config(resolve_config(name), "grpo")
         assert config["reward_funcs"] == ["density_rlhf.experiment.world.ground_truth"]
         assert config["reward_weights"] == weights
+
+
+DEEPSPEED_TEARDOWN = """
+import os, socket
+os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+import deepspeed
+import torch.distributed as dist
+from deepspeed.utils import groups
+from density_rlhf.recipe_kit import distributed_run
+
+with distributed_run():
+    deepspeed.init_distributed(dist_backend="gloo")
+    groups._clone_world_group()  # the group ZeRO-3 gathers on
+    assert groups._WORLD_GROUP is not None
+print("released" if groups._WORLD_GROUP is None and not dist.is_initialized() else "kept")
+"""
+
+
+def test_distributed_run_releases_the_groups_deepspeed_keeps():
+    """A recipe's teardown goes through DeepSpeed's live backend, so DeepSpeed's clone of WORLD does not outlive it."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("deepspeed")
+    result = subprocess.run(
+        [sys.executable, "-c", DEEPSPEED_TEARDOWN], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "released", result.stdout[-2000:]

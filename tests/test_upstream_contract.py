@@ -125,9 +125,11 @@ def test_deepspeed_and_transformers_private_state():
 
     assert hasattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref")
     assert hasattr(hf_deepspeed, "set_hf_deepspeed_config") and hasattr(hf_deepspeed, "unset_hf_deepspeed_config")
-    import deepspeed.comm as ds_comm
+    import deepspeed.comm.comm as ds_comm  # distributed_run reads the live backend here, not the package's copy
+    from deepspeed.utils import groups
 
     assert hasattr(ds_comm, "cdb") and hasattr(ds_comm, "destroy_process_group")
+    assert hasattr(groups, "_WORLD_GROUP") and hasattr(groups, "_clone_world_group")
     assert deepspeed.__version__
 
 

@@ -268,9 +268,12 @@ def distributed_run() -> Iterator[None]:
         # interpreter finalization can abort the same way. Free them while the interpreter is whole.
         gc.collect()
         if dist.is_available() and dist.is_initialized():
-            ds_comm = sys.modules.get("deepspeed.comm")
+            # The live backend is `deepspeed.comm.comm.cdb`: the package's `deepspeed.comm.cdb` is a copy bound to None
+            # at import. DeepSpeed's destroy also drops its cached groups (`deepspeed.utils.groups._WORLD_GROUP`, the
+            # clone of WORLD that ZeRO-3 gathers on), which would otherwise live into interpreter finalization.
+            ds_comm = sys.modules.get("deepspeed.comm.comm")
             if ds_comm is not None and getattr(ds_comm, "cdb", None) is not None and ds_comm.cdb.is_initialized():
-                ds_comm.destroy_process_group()  # also drops DeepSpeed's cached references to every group
+                ds_comm.destroy_process_group()
             else:
                 dist.destroy_process_group()
 
