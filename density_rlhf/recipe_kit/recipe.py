@@ -264,8 +264,9 @@ def distributed_run() -> Iterator[None]:
             raise
         raise SystemExit(f"error: {err}") from None
     finally:
-        # Trainers and DeepSpeed engines live in reference cycles and hold process groups; a group destroyed only at
-        # interpreter finalization can abort the same way. Free them while the interpreter is whole.
+        # Trainers and DeepSpeed engines live in reference cycles and hold process groups; a group still alive at
+        # interpreter finalization can abort the same way. Collect what can be freed while the interpreter is whole
+        # (under ZeRO-3 the engines are not yet: see docs/recipes.md).
         gc.collect()
         if dist.is_available() and dist.is_initialized():
             # The live backend is `deepspeed.comm.comm.cdb`: the package's `deepspeed.comm.cdb` is a copy bound to None
