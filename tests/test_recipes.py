@@ -272,11 +272,10 @@ def test_grpo_recipe_loads_reward_funcs_by_name_or_import_path():
 
 
 DEEPSPEED_TEARDOWN = """
-import os, socket
-os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+import os
+from density_rlhf.experiment.execution import free_port
+os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
+                  LOCAL_RANK="0")
 import deepspeed
 import torch.distributed as dist
 from deepspeed.utils import groups
