@@ -10,6 +10,11 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 # DeepSpeed builds as pure Python (its CUDA ops compile just in time on GPU machines).
 export DS_BUILD_OPS ?= 0
+# DeepSpeed's CPU backend compiles its shared-memory op (deepspeed_shm_comm) just in time. torch keeps such builds in
+# one folder per user by default, guarded by a lock file that a killed build leaves behind, and rebuilds the op when
+# another checkout's venv loads it; a stale lock hangs every later launch. Each checkout keeps its own build, made once
+# at install.
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
 
 .PHONY: demo test test-all style quality bench stress install clean
 
@@ -19,6 +24,8 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	rm -f $(TORCH_EXTENSIONS_DIR)/*/deepspeed_shm_comm/lock
+	DS_ACCELERATOR=cpu $(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()"
 	touch $(STAMP)
 
 install: $(STAMP)
