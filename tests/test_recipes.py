@@ -289,6 +289,54 @@ print("released" if groups._WORLD_GROUP is None and not dist.is_initialized() el
 """
 
 
+ZERO3_ENGINE_TEARDOWN = """
+import os
+import weakref
+from density_rlhf.experiment.execution import free_port
+os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
+                  LOCAL_RANK="0")
+import deepspeed
+import torch
+import torch.distributed as dist
+from density_rlhf.recipe_kit import distributed_run
+
+def gloo_workers():
+    return sum(open(f"/proc/self/task/{t}/comm").read().strip() == "pt_gloo_runloop" for t in os.listdir("/proc/self/task"))
+
+config = {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 3},
+          "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}}}
+with distributed_run():
+    deepspeed.init_distributed(dist_backend="gloo")
+    with deepspeed.zero.Init(config_dict_or_path=config):
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    engine, *_ = deepspeed.initialize(model=model, config=config, model_parameters=model.parameters())
+    for _ in range(3):  # from the second step on, ZeRO-3 releases parameters by the trace it recorded
+        engine.backward(engine(torch.randn(2, 4)).sum())
+        engine.step()
+    model, world = weakref.ref(model), weakref.ref(dist.group.WORLD)
+    del engine
+    print("workers during", gloo_workers())
+print("model", "kept" if model() else "freed", "world", "kept" if world() else "freed", "workers", gloo_workers())
+"""
+
+
+def test_distributed_run_frees_zero3_engines_and_every_process_group():
+    """DeepSpeed keeps ZeRO-3 engines (and through them the groups they gather on) for the life of the process, and
+    modules imported after the group starts keep WORLD as a default argument; the teardown frees all of them, so no
+    gloo worker thread is left for interpreter finalization."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("deepspeed")
+    result = subprocess.run(
+        [sys.executable, "-c", ZERO3_ENGINE_TEARDOWN], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert "workers during 4" in lines, result.stdout[-2000:]  # two groups (WORLD and DeepSpeed's clone), 2 each
+    assert lines[-1] == "model freed world freed workers 0", result.stdout[-2000:]
+
+
 def test_distributed_run_releases_the_groups_deepspeed_keeps():
     """A recipe's teardown goes through DeepSpeed's live backend, so DeepSpeed's clone of WORLD does not outlive it."""
     import subprocess

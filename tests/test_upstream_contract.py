@@ -130,6 +130,23 @@ def test_deepspeed_and_transformers_private_state():
 
     assert hasattr(ds_comm, "cdb") and hasattr(ds_comm, "destroy_process_group")
     assert hasattr(groups, "_WORLD_GROUP") and hasattr(groups, "_clone_world_group")
+    # distributed_run frees ZeRO-3 engines: DeepSpeed's module stack and the lru_cache (inside instrument_w_nvtx's
+    # closure) that keep them, then DeepSpeedEngine.destroy
+    from deepspeed.runtime.engine import DeepSpeedEngine
+    from deepspeed.runtime.zero import parameter_offload
+    from deepspeed.runtime.zero.partitioned_param_coordinator import PartitionedParameterCoordinator
+
+    assert isinstance(parameter_offload.FWD_MODULE_STACK, list) and callable(DeepSpeedEngine.destroy)
+    method = vars(PartitionedParameterCoordinator)["_PartitionedParameterCoordinator__params_to_release"]
+    assert any(hasattr(cell.cell_contents, "cache_clear") for cell in method.__closure__ or ())
+    # ... and imports, before the group starts, the modules that bind WORLD as a default argument
+    import inspect
+
+    import torch.distributed.nn.functional as dist_nn
+    from deepspeed.comm.torch import TorchBackend
+
+    assert "group" in inspect.signature(TorchBackend.barrier).parameters
+    assert "group" in inspect.signature(dist_nn.broadcast).parameters
     assert deepspeed.__version__
 
 

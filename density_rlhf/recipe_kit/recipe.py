@@ -244,9 +244,10 @@ class ConfigError(RecipeError, ValueError):
 
 @contextlib.contextmanager
 def distributed_run() -> Iterator[None]:
-    """End every recipe with its process group shut down: a barrier after success, then `destroy_process_group`.
+    """End every recipe with no process group left: a barrier after success, the DeepSpeed engines freed, then
+    `destroy_process_group`.
 
-    A rank that leaves the interpreter with the gloo/NCCL process group still alive can abort in its C++ destructors
+    A rank that leaves the interpreter with a gloo/NCCL process group still alive can abort in its C++ destructors
     ("terminate called without an active exception", exit -6) after the work is done and saved. The barrier keeps a
     fast rank from tearing down while the others still use the store; after an error there is no barrier (the other
     ranks may never reach it), only the teardown.
@@ -255,6 +256,7 @@ def distributed_run() -> Iterator[None]:
 
     import torch.distributed as dist
 
+    _import_world_defaults()
     try:
         yield
         if dist.is_available() and dist.is_initialized():
@@ -265,8 +267,8 @@ def distributed_run() -> Iterator[None]:
         raise SystemExit(f"error: {err}") from None
     finally:
         # Trainers and DeepSpeed engines live in reference cycles and hold process groups; a group still alive at
-        # interpreter finalization can abort the same way. Collect what can be freed while the interpreter is whole
-        # (under ZeRO-3 the engines are not yet: see docs/recipes.md).
+        # interpreter finalization can abort the same way. Free them while the interpreter is whole.
+        _release_deepspeed_engines()
         gc.collect()
         if dist.is_available() and dist.is_initialized():
             # The live backend is `deepspeed.comm.comm.cdb`: the package's `deepspeed.comm.cdb` is a copy bound to None
@@ -277,6 +279,50 @@ def distributed_run() -> Iterator[None]:
                 ds_comm.destroy_process_group()
             else:
                 dist.destroy_process_group()
+
+
+def _import_world_defaults() -> None:
+    """Import, before the recipe starts its process group, the modules that bind the WORLD group as a default argument.
+
+    `torch.distributed.nn.functional` (imported by torch._dynamo on first use) and DeepSpeed's `TorchBackend.barrier`
+    evaluate `group=...WORLD` when their module is first imported: after the group exists, they keep it for the life
+    of the process, in tuples that gc does not track, so no teardown can free it. Before, the defaults are None.
+    """
+    import torch.distributed.nn  # noqa: F401
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":  # set by `accelerate launch` for DeepSpeed
+        import deepspeed.comm.torch  # noqa: F401
+
+
+def _release_deepspeed_engines() -> None:
+    """Free the DeepSpeed engines left in the process, and with them the process groups they hold.
+
+    Under ZeRO-3 DeepSpeed keeps every engine for the life of the process: `parameter_offload.FWD_MODULE_STACK` holds
+    each engine's top module, and `PartitionedParameterCoordinator.__params_to_release` is an `lru_cache` on a method,
+    whose cache holds each coordinator (and so its engine, model and groups) once a step has recorded its trace. Past
+    those, an engine's gradient hooks on its parameters close cycles through C++ that `gc` cannot see;
+    `DeepSpeedEngine.destroy` removes them.
+    """
+    import gc
+
+    offload = sys.modules.get("deepspeed.runtime.zero.parameter_offload")
+    if offload is not None and hasattr(offload, "FWD_MODULE_STACK"):
+        offload.FWD_MODULE_STACK.clear()
+    coordinator = sys.modules.get("deepspeed.runtime.zero.partitioned_param_coordinator")
+    if coordinator is not None:
+        method = vars(coordinator.PartitionedParameterCoordinator).get(
+            "_PartitionedParameterCoordinator__params_to_release"
+        )
+        # `instrument_w_nvtx` wraps the cached method without functools.wraps: the cache sits in its closure.
+        for cell in getattr(method, "__closure__", None) or ():
+            if hasattr(cell.cell_contents, "cache_clear"):
+                cell.cell_contents.cache_clear()
+    gc.collect()
+    engine = sys.modules.get("deepspeed.runtime.engine")
+    if engine is not None:
+        for obj in gc.get_objects():
+            if issubclass(type(obj), engine.DeepSpeedEngine):  # type(), not isinstance: no attribute access on obj
+                obj.destroy()
 
 
 def setup_logging(level: int | str = logging.INFO) -> None:
