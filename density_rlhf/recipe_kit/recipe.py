@@ -288,6 +288,10 @@ def _import_world_defaults() -> None:
     evaluate `group=...WORLD` when their module is first imported: after the group exists, they keep it for the life
     of the process, in tuples that gc does not track, so no teardown can free it. Before, the defaults are None.
     """
+    import torch.distributed as dist
+
+    if not dist.is_available():  # a torch build without distributed support has no group to keep
+        return
     import torch.distributed.nn  # noqa: F401
 
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":  # set by `accelerate launch` for DeepSpeed
