@@ -47,6 +47,11 @@ def _outcomes(junit: Path) -> dict[str, bool]:
     return outcomes
 
 
+def _same_test(requested: str, test_id: str) -> bool:
+    """Whether `test_id` (from the report, with its parameters) is a run of the `requested` test."""
+    return test_id == requested or test_id.startswith(requested + "[")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="Consecutive runs of the launch tests.")
@@ -58,7 +63,7 @@ def main() -> int:
 
     tests = TESTS + (DEEPSPEED_TESTS if args.deepspeed else ()) + (SLOW_TESTS if args.slow else ())
     hog = None if args.no_load else subprocess.Popen([sys.executable, "-c", HOG])
-    passed, per_test = 0, Counter()
+    passed, per_test, seen = 0, Counter(), {}
     start = time.perf_counter()
     env = {**os.environ, "TORCH_SHOW_CPP_STACKTRACES": "1", "PYTHONFAULTHANDLER": "1"}
     try:
@@ -71,6 +76,7 @@ def main() -> int:
             )  # fmt: skip
             outcomes = _outcomes(work / "junit.xml") if (work / "junit.xml").exists() else {}
             per_test.update(name for name, ok in outcomes.items() if ok)
+            seen.update(dict.fromkeys(outcomes))
             if result.returncode == 0:
                 passed += 1
                 print(f"run {run}: passed ({time.perf_counter() - start:.0f} s so far)", flush=True)
@@ -84,7 +90,8 @@ def main() -> int:
         if hog is not None:
             hog.kill()
     load = "no load" if hog is None else "under load"
-    for name in tests:
+    # one line per test id that ran (each parameter of a parametrized test apart), and 0 for a test that never ran
+    for name in [*seen, *(name for name in tests if not any(_same_test(name, id_) for id_ in seen))]:
         print(f"{per_test[name]}/{args.runs} passed  {name}")
     print(f"{passed}/{args.runs} runs passed, {len(tests)} launch tests each run, {load}")
     return 0 if passed == args.runs else 1
