@@ -24,7 +24,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
-	rm -f $(TORCH_EXTENSIONS_DIR)/*/deepspeed_shm_comm/lock
+	rm -f $(TORCH_EXTENSIONS_DIR)/deepspeed_shm_comm/lock
 	DS_ACCELERATOR=cpu $(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()"
 	touch $(STAMP)
 
