@@ -271,11 +271,15 @@ def test_grpo_recipe_loads_reward_funcs_by_name_or_import_path():
         assert config["reward_weights"] == weights
 
 
-DEEPSPEED_TEARDOWN = """
+# One gloo rank in a fresh interpreter (teardown leaves state in the process), on a free port.
+SINGLE_RANK = """
 import os
 from density_rlhf.experiment.execution import free_port
 os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
                   LOCAL_RANK="0")
+"""
+
+DEEPSPEED_TEARDOWN = """
 import deepspeed
 import torch.distributed as dist
 from deepspeed.utils import groups
@@ -288,13 +292,8 @@ with distributed_run():
 print("released" if groups._WORLD_GROUP is None and not dist.is_initialized() else "kept")
 """
 
-
 ZERO3_ENGINE_TEARDOWN = """
-import os
 import weakref
-from density_rlhf.experiment.execution import free_port
-os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
-                  LOCAL_RANK="0")
 import deepspeed
 import torch
 import torch.distributed as dist
@@ -320,31 +319,29 @@ print("model", "kept" if model() else "freed", "world", "kept" if world() else "
 """
 
 
+def _run_single_rank(script: str) -> list[str]:
+    """The stdout lines of `script` run as one gloo rank in a fresh interpreter; a non-zero exit fails."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", SINGLE_RANK + script], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()
+
+
 def test_distributed_run_frees_zero3_engines_and_every_process_group():
     """DeepSpeed keeps ZeRO-3 engines (and through them the groups they gather on) for the life of the process, and
     modules imported after the group starts keep WORLD as a default argument; the teardown frees all of them, so no
     gloo worker thread is left for interpreter finalization."""
-    import subprocess
-    import sys
-
     pytest.importorskip("deepspeed")
-    result = subprocess.run(
-        [sys.executable, "-c", ZERO3_ENGINE_TEARDOWN], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert "workers during 4" in lines, result.stdout[-2000:]  # two groups (WORLD and DeepSpeed's clone), 2 each
-    assert lines[-1] == "model freed world freed workers 0", result.stdout[-2000:]
+    lines = _run_single_rank(ZERO3_ENGINE_TEARDOWN)
+    assert "workers during 4" in lines, lines[-20:]  # two groups (WORLD and DeepSpeed's clone), 2 each
+    assert lines[-1] == "model freed world freed workers 0", lines[-20:]
 
 
 def test_distributed_run_releases_the_groups_deepspeed_keeps():
     """A recipe's teardown goes through DeepSpeed's live backend, so DeepSpeed's clone of WORLD does not outlive it."""
-    import subprocess
-    import sys
-
     pytest.importorskip("deepspeed")
-    result = subprocess.run(
-        [sys.executable, "-c", DEEPSPEED_TEARDOWN], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "released", result.stdout[-2000:]
+    assert _run_single_rank(DEEPSPEED_TEARDOWN)[-1] == "released"
